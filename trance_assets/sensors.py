@@ -1,0 +1,57 @@
+"""The inbox sensor: a new or changed audio file becomes a partition and a run."""
+
+
+import time
+
+import dagster as dg
+
+from .assets.ingest import reference_audio
+from .constants import SENSOR_INTERVAL_SECONDS
+from .inbox import InboxCursor, plan_inbox
+from .jobs import reference_track_job
+from .partitions import reference_tracks
+from .resources import SettingsResource
+
+
+def latest_content_id(instance: dg.DagsterInstance, partition_key: str) -> str | None:
+    """Content id recorded by the latest materialization of reference_audio[partition_key]."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=reference_audio.key, asset_partitions=[partition_key]), limit=1
+    )
+    if not result.records:
+        return None
+    meta = result.records[0].asset_materialization.metadata
+    value = meta.get("content_id")
+    return getattr(value, "value", value)
+
+
+@dg.sensor(
+    job=reference_track_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches the reference-audio inbox; registers one partition per audio file and runs new or changed ones.",
+)
+def reference_audio_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource) -> dg.SensorResult:
+    profile = settings.get_profile()
+    plan = plan_inbox(
+        settings.inbox_path,
+        InboxCursor.from_json(context.cursor),
+        now_ns=time.time_ns(),
+        settle_seconds=profile.settle_seconds,
+        max_new_per_tick=profile.max_new_files_per_tick,
+        known_content=lambda key: latest_content_id(context.instance, key),
+    )
+    for rel in plan.waiting:
+        context.log.info(f"waiting for {rel} to finish writing")
+    if plan.missing:
+        context.log.info(f"{len(plan.missing)} registered file(s) no longer in the inbox (partitions and data kept)")
+    runs = [
+        dg.RunRequest(
+            run_key=r.run_key,
+            partition_key=r.partition_key,
+            tags={"trance/source_file": r.rel, "trance/content_id": r.content_id},
+        )
+        for r in plan.runs
+    ]
+    requests = [reference_tracks.build_add_request(plan.new_partitions)] if plan.new_partitions else []
+    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests, cursor=plan.cursor.to_json())
