@@ -36,7 +36,8 @@ def partition_key_for(relative_path: str) -> str:
     stem = str(PurePosixPath(rel).with_suffix("")) if PurePosixPath(rel).suffix else rel
     ascii_text = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:KEY_SLUG_MAX].strip("-") or "track"
-    digest = hashlib.sha1(rel.encode("utf-8")).hexdigest()[:KEY_DIGEST_LEN]
+    # surrogatepass: a str may hold lone surrogates (e.g. from a non-UTF-8 file name); never raise.
+    digest = hashlib.sha1(rel.encode("utf-8", "surrogatepass")).hexdigest()[:KEY_DIGEST_LEN]
     return f"{slug}-{digest}"
 
 
@@ -53,14 +54,24 @@ class FileState:
     sidecar: tuple[int, int] | None  # (size, mtime_ns) of `<name>.json`, if present
 
 
-def scan_inbox(root: Path) -> list[FileState]:
-    """Audio files below `root` (recursive), skipping hidden files and folders; sorted by path."""
+def scan_inbox(root: Path, unusable: list[str] | None = None) -> list[FileState]:
+    """Audio files below `root` (recursive), skipping hidden files and folders; sorted by path.
+
+    Names that are not valid UTF-8 are skipped (Dagster cannot store them in tags or metadata);
+    their paths, with the bad bytes escaped, are appended to `unusable` when it is given.
+    """
     out = []
     if not root.is_dir():
         return out
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or p.suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        try:
+            rel.as_posix().encode("utf-8")
+        except UnicodeEncodeError:
+            if unusable is not None:
+                unusable.append(rel.as_posix().encode("utf-8", "backslashreplace").decode("utf-8"))
             continue
         try:
             st = p.stat()
@@ -115,6 +126,7 @@ class InboxPlan:
     unchanged: int
     missing: list[str]  # files registered earlier that are gone (partition, history, data kept)
     cursor: InboxCursor
+    unusable: list[str] = field(default_factory=list)  # audio files skipped: name not valid UTF-8
 
 
 def plan_inbox(
@@ -128,8 +140,9 @@ def plan_inbox(
 ) -> InboxPlan:
     """Decide one sensor tick.
 
-    A file is *settled* when its mtime is at least `settle_seconds` old, or when its size and mtime
-    equal what the previous tick saw; unsettled files wait (a copy in progress is never picked up).
+    A file is *settled* when its mtime and its sidecar's are at least `settle_seconds` old, or when
+    its (size, mtime) and its sidecar's equal what the previous tick saw; unsettled files wait (a
+    copy in progress is never picked up).
     A settled file whose (size, mtime) and sidecar match the cursor is unchanged and costs no read.
     Otherwise its content is hashed: new content requests a run with run key
     `<partition>:<content id>`; same content (a touch, or a file removed and put back) only updates
@@ -142,7 +155,8 @@ def plan_inbox(
     unchanged = 0
     seen = set()
     budget = max_new_per_tick
-    for st in scan_inbox(root):
+    unusable: list[str] = []
+    for st in scan_inbox(root, unusable):
         seen.add(st.rel)
         prev = files.get(st.rel)
         sidecar = list(st.sidecar) if st.sidecar else None
@@ -151,11 +165,11 @@ def plan_inbox(
                 prev["missing"] = False
             unchanged += 1
             continue
-        settled = (now_ns - st.mtime_ns) >= settle_seconds * 1e9 or cursor.pending.get(st.rel) == [st.size, st.mtime_ns]
-        if st.sidecar and (now_ns - st.sidecar[1]) < settle_seconds * 1e9 and cursor.pending.get(st.rel) != [st.size, st.mtime_ns]:
-            settled = False
+        observed = [st.size, st.mtime_ns, sidecar]  # a sidecar still being written is not settled either
+        newest = max(st.mtime_ns, st.sidecar[1]) if st.sidecar else st.mtime_ns
+        settled = (now_ns - newest) >= settle_seconds * 1e9 or cursor.pending.get(st.rel) == observed
         if not settled:
-            pending[st.rel] = [st.size, st.mtime_ns]
+            pending[st.rel] = observed
             waiting.append(st.rel)
             continue
         if budget <= 0:
@@ -188,7 +202,7 @@ def plan_inbox(
         if rel not in seen:
             entry["missing"] = True
             missing.append(rel)
-    return InboxPlan(new_partitions, runs, waiting, deferred, unchanged, missing, InboxCursor(files, pending))
+    return InboxPlan(new_partitions, runs, waiting, deferred, unchanged, missing, InboxCursor(files, pending), unusable)
 
 
 def find_inbox_file(root: Path, partition_key: str) -> Path | None:

@@ -41,6 +41,8 @@ def reference_audio_sensor(context: dg.SensorEvaluationContext, settings: Settin
         max_new_per_tick=profile.max_new_files_per_tick,
         known_content=lambda key: latest_content_id(context.instance, key),
     )
+    for rel in plan.unusable:
+        context.log.warning(f"skipping {rel}: its name is not valid UTF-8; rename the file to process it")
     for rel in plan.waiting:
         context.log.info(f"waiting for {rel} to finish writing")
     if plan.missing:

@@ -4,7 +4,6 @@
 import time
 
 import dagster as dg
-import polars as pl
 
 from ..constants import TIER3
 from ..metadata import md_image, md_table
@@ -48,9 +47,6 @@ def synthetic_melodies(context: dg.AssetExecutionContext, settings: SettingsReso
             "examples": md_image(piano_roll_png(melodies.melodies[:4]), "piano roll of the first melodies")
             if len(melodies)
             else "none",
-            "table": dg.MetadataValue.table_schema(dg.TableSchema(columns=[dg.TableColumn(c, str(t)) for c, t in pl.DataFrame(rows).schema.items()]))
-            if rows
-            else "empty",
         },
     )
 

@@ -38,7 +38,8 @@ def stage_reference_audio(src: Path, *, max_seconds: float, silence_dbfs: float)
         try:
             info = inspect_audio(staged.path, max_seconds=max_seconds, silence_dbfs=silence_dbfs)
         except AudioValidationError as err:
-            raise AudioValidationError(src, err.cause) from None
+            # Name the inbox file, not the staging copy, in every message.
+            raise AudioValidationError(src, err.cause.replace(staged.path, src.name)) from None
         bpm, bpm_source = read_declared_bpm(src)
         side = sidecar_path(src)
         side_sha = sha256_file(side) if side.is_file() else None

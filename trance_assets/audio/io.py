@@ -95,6 +95,10 @@ def _check_riff_or_aiff_length(path: Path, size: int) -> None:
                 f.seek(clen + (clen & 1), 1)
 
 
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def _db(x: float) -> float:
     return 20 * math.log10(x) if x > 0 else -math.inf
 
@@ -172,7 +176,7 @@ def inspect_audio(
     duration = info.frames / info.samplerate
     if duration > max_seconds:
         raise AudioValidationError(
-            path, f"too long: {duration / 60:.1f} min exceeds the limit of {max_seconds / 60:g} min"
+            path, f"too long: {_fmt_seconds(duration)} exceeds the limit of {_fmt_seconds(max_seconds)}"
         )
     meter = _LoudnessMeter(info.samplerate, info.channels)
     peak, sumsq, frames = 0.0, 0.0, 0

@@ -106,7 +106,12 @@ def generate(
 
     rng = np.random.default_rng(seed)
     if p.register_low is None:
-        p = replace(p, register_low=int(rng.integers(REGISTER_FLOOR + 2, REGISTER_CEILING - p.span - 3)))
+        # A margin of 2 below and 4 above the register; wide spans (> 30) that leave no room for
+        # it draw from every register that fits (numpy would reject the empty range).
+        low_min, low_max = REGISTER_FLOOR + 2, REGISTER_CEILING - p.span - 4
+        if low_max < low_min:
+            low_min, low_max = REGISTER_FLOOR, REGISTER_CEILING - p.span
+        p = replace(p, register_low=int(rng.integers(low_min, low_max + 1)))
     # Compose; on the rare draw that misses the melody rules (range < 1 octave, off-key notes),
     # draw again from the same stream, so the result stays a pure function of the arguments.
     for _ in range(64):
@@ -239,7 +244,9 @@ def _realise(
         vel = p.velocity + (p.accent if n.step % 4 == 0 else 0) + int(rng.integers(-4, 5))
         notes.append(Note((bar_index * STEPS_PER_BAR + n.step) * STEP, pitch, n.length * STEP, int(np.clip(vel, 1, 127))))
         prev = pitch
-    return notes, tones[anchor]
+    # The anchor may lie outside `tones` (clipped so that anchor + offset stays in range when the
+    # offsets are all positive or wider than the tones above it): report the nearest real tone.
+    return notes, tones[int(np.clip(anchor, 0, len(tones) - 1))]
 
 
 def _cadence(
@@ -254,9 +261,10 @@ def _cadence(
     bar_start = bar_index * BEATS_PER_BAR
     if final:
         target_pc = key.tonic
-    else:  # an open ending: the chord tone nearest the key's 5th, never the tonic itself
+    else:  # an open ending: the in-key chord tone nearest the key's 5th, never the tonic itself
         fifth = (key.tonic + 7) % 12
-        cands = [pc for pc in chord.triad_pcs if pc != key.tonic] or [fifth]
+        in_key = {m % 12 for m in reg.scale_pitches(chord)}
+        cands = [pc for pc in chord.triad_pcs if pc != key.tonic and pc in in_key] or [fifth]
         target_pc = min(cands, key=lambda pc: min((pc - fifth) % 12, (fifth - pc) % 12))
     step = 8 if target_pc in chord.pcs else 14
     kept = [n for n in notes if n.start < bar_start + step * STEP]
