@@ -1,7 +1,5 @@
 """The code location: every asset, check, job, sensor and resource of trance_assets."""
 
-import warnings
-
 import dagster as dg
 
 from .assets.ingest import reference_audio
@@ -10,9 +8,6 @@ from .io_managers import StorageIOManager
 from .jobs import reference_track_job
 from .resources import SettingsResource
 from .sensors import reference_audio_sensor
-
-# Data versions from content hashes are deliberate (they make the UI's staleness markers true).
-warnings.filterwarnings("ignore", category=dg.BetaWarning, module=r"trance_assets\.")
 
 settings = SettingsResource.from_env()
 

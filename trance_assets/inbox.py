@@ -111,10 +111,13 @@ class RunPlan:
     rel: str
     sha256: str
     content_id: str
+    mtime_ns: int
 
     @property
     def run_key(self) -> str:
-        return f"{self.partition_key}:{self.content_id}"
+        """`<partition>:<content id>:<mtime_ns>`: re-ticks over the same observation never duplicate a
+        run, while a file that goes A → B → A still re-runs (Dagster skips any run key used before)."""
+        return f"{self.partition_key}:{self.content_id}:{self.mtime_ns}"
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ def plan_inbox(
     copy in progress is never picked up).
     A settled file whose (size, mtime) and sidecar match the cursor is unchanged and costs no read.
     Otherwise its content is hashed: new content requests a run with run key
-    `<partition>:<content id>`; same content (a touch, or a file removed and put back) only updates
+    `<partition>:<content id>:<mtime_ns>`; same content (a touch, or a file removed and put back) only updates
     the cursor. `known_content(key)` returns the content id of the partition's latest
     materialization, so a cursor that was lost (or runs made headless) never re-triggers work.
     """
@@ -196,7 +199,7 @@ def plan_inbox(
             if known_content(key) == cid:
                 unchanged += 1
                 continue
-        runs.append(RunPlan(key, st.rel, sha, cid))
+        runs.append(RunPlan(key, st.rel, sha, cid, st.mtime_ns))
     missing = []
     for rel, entry in files.items():
         if rel not in seen:

@@ -72,6 +72,7 @@ class StorageIOManager(dg.ConfigurableIOManager):
             return
         stem = self._stem(context, context.partition_key if context.has_partition_key else None)
         written = self._write(stem, obj)
+        self._remove_stale(stem, keep=written)
         context.add_output_metadata({"storage_path": dg.MetadataValue.path(str(written))})
 
     def _write(self, stem: UPath, obj) -> UPath:
@@ -92,6 +93,15 @@ class StorageIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, (dict, list)):
             return atomic_write_text(stem.with_name(stem.name + JSON), json.dumps(obj, indent=1, sort_keys=True, default=str))
         raise TypeError(f"StorageIOManager cannot store a {type(obj).__name__}; see io_managers.py for the payloads it knows")
+
+    @staticmethod
+    def _remove_stale(stem: UPath, keep: UPath) -> None:
+        """Drop a value stored under another suffix (the asset's return type changed), so a load
+        never finds the old one first."""
+        for suffix in SUFFIXES:
+            p = stem.with_name(stem.name + suffix)
+            if p.name != keep.name and p.exists():
+                p.fs.rm(p.path, recursive=True)
 
     def load_input(self, context: dg.InputContext):
         upstream = context.upstream_output

@@ -3,12 +3,10 @@
 import dagster as dg
 
 from .assets.ingest import reference_audio
-from .partitions import reference_tracks
 
 # Everything computed per reference track. Later stages join this selection.
 reference_track_job = dg.define_asset_job(
     "reference_track_job",
     selection=dg.AssetSelection.assets(reference_audio),
-    partitions_def=reference_tracks,
     description="Process one reference track (one partition of reference_tracks).",
 )

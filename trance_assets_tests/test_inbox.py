@@ -105,8 +105,9 @@ def test_new_file_gets_a_partition_and_a_run(root):
     key = partition_key_for("My Track.wav")
     cid = sha(data)[:16]
     assert plan.new_partitions == [key]
-    assert plan.runs == [RunPlan(key, "My Track.wav", sha(data), cid)]
-    assert plan.runs[0].run_key == f"{key}:{cid}"
+    mtime = (root / "My Track.wav").stat().st_mtime_ns
+    assert plan.runs == [RunPlan(key, "My Track.wav", sha(data), cid, mtime)]
+    assert plan.runs[0].run_key == f"{key}:{cid}:{mtime}"
     assert (plan.waiting, plan.deferred, plan.missing, plan.unchanged) == ([], [], [], 0)
     assert plan.cursor.files == {
         "My Track.wav": {
@@ -152,7 +153,7 @@ def test_changed_content_runs_again_under_a_new_run_key_for_the_same_partition(r
     second = tick(root, first.cursor, now_ns=T0 + 40 * S)
     key = partition_key_for("a.wav")
     assert second.new_partitions == []
-    assert second.runs == [RunPlan(key, "a.wav", sha(b"version two!"), sha(b"version two!")[:16])]
+    assert second.runs == [RunPlan(key, "a.wav", sha(b"version two!"), sha(b"version two!")[:16], T0 + 30 * S)]
     assert second.runs[0].run_key != first.runs[0].run_key
     assert second.runs[0].partition_key == first.runs[0].partition_key == key
 
@@ -250,7 +251,7 @@ def test_sidecar_added_or_changed_reruns_the_track(root):
     t2 = tick(root, t1.cursor, now_ns=T0 + 40 * S)
     cid2 = sha(b"audio")[:16] + "-" + sha(b'{"bpm": 138}')[:8]
     assert [(r.partition_key, r.content_id, r.run_key) for r in t2.runs] == [
-        (partition_key_for("a.wav"), cid2, f"{partition_key_for('a.wav')}:{cid2}")
+        (partition_key_for("a.wav"), cid2, f"{partition_key_for('a.wav')}:{cid2}:{(root / 'a.wav').stat().st_mtime_ns}")
     ]
     assert t2.cursor.files["a.wav"]["sidecar"] == [12, T0 + 30 * S]
     put(root, "a.json", b'{"bpm": 140}', mtime_ns=T0 + 50 * S)
@@ -357,3 +358,17 @@ def test_find_inbox_file(root):
     assert find_inbox_file(root, partition_key_for("my song.wav")) == root / "my song.wav"
     assert find_inbox_file(root, partition_key_for(".hidden.wav")) is None
     assert find_inbox_file(root, "no-such-key-0123456789") is None
+
+
+def test_content_reverted_to_an_earlier_version_runs_again_under_a_fresh_run_key(root):
+    """A → B → A: the third state has A's content id, but Dagster skips run keys it has seen, so
+    the run key must differ from the first one (it carries the observed mtime)."""
+    put(root, "a.wav", b"version A", mtime_ns=T0)
+    t1 = tick(root, now_ns=T0 + 10 * S)
+    put(root, "a.wav", b"version B", mtime_ns=T0 + 20 * S)
+    t2 = tick(root, t1.cursor, now_ns=T0 + 30 * S)
+    put(root, "a.wav", b"version A", mtime_ns=T0 + 40 * S)
+    t3 = tick(root, t2.cursor, now_ns=T0 + 50 * S)
+    assert [r.content_id for r in (t1.runs + t2.runs + t3.runs)] == [sha(b"version A")[:16], sha(b"version B")[:16], sha(b"version A")[:16]]
+    keys = [r.run_key for r in t1.runs + t2.runs + t3.runs]
+    assert len(set(keys)) == 3

@@ -408,3 +408,37 @@ def test_atomic_write_dir_replaces_the_folder_and_leaves_no_temp_folders(tmp_pat
         atomic_write_dir(target, broken)
     assert tree(tmp_path / "sets") == ["x.melodies/b.json"]
     assert sorted(p.name for p in (tmp_path / "sets").iterdir()) == ["x.melodies"]
+
+
+def test_a_changed_payload_type_removes_the_stale_file(tmp_path):
+    """An asset that returned a dict and now returns a DataFrame must load as the DataFrame."""
+    import dagster as dg
+    import polars as pl
+
+    from trance_assets.io_managers import StorageIOManager
+    from trance_assets.resources import SettingsResource
+
+    settings = SettingsResource(storage_url=str(tmp_path / "storage"))
+    resources = {"io_manager": StorageIOManager(settings=settings)}
+
+    @dg.asset(name="thing")
+    def thing_v1():
+        return {"a": 1}
+
+    assert dg.materialize([thing_v1], resources=resources).success
+    base = tmp_path / "storage" / "assets"
+    assert (base / "thing.json").exists()
+
+    @dg.asset(name="thing")
+    def thing_v2():
+        return pl.DataFrame({"a": [1, 2]})
+
+    seen = {}
+
+    @dg.asset
+    def reader(thing):
+        seen["value"] = thing
+
+    assert dg.materialize([thing_v2, reader], resources=resources).success
+    assert sorted(p.name for p in base.iterdir() if p.name.startswith("thing")) == ["thing.parquet"]
+    assert seen["value"].to_dict(as_series=False) == {"a": [1, 2]}

@@ -61,7 +61,7 @@ def test_new_file_then_unchanged_touched_changed(instance, settings, inbox):
     req = r1.run_requests[0]
     digest = sha(src)
     assert req.partition_key == key
-    assert req.run_key == f"{key}:{digest[:16]}"
+    assert req.run_key == f"{key}:{digest[:16]}:{src.stat().st_mtime_ns}"
     assert req.tags == {"trance/source_file": "Sunrise Anthem.wav", "trance/content_id": digest[:16]}
     assert json.loads(r1.cursor)["files"]["Sunrise Anthem.wav"]["sha256"] == digest
 
@@ -80,7 +80,7 @@ def test_new_file_then_unchanged_touched_changed(instance, settings, inbox):
     put(inbox, "Sunrise Anthem.wav", b"RIFF second version", age_s=20)
     r4 = run_sensor(instance, settings, r3.cursor)
     assert r4.dynamic_partitions_requests == []
-    assert [(r.partition_key, r.run_key) for r in r4.run_requests] == [(key, f"{key}:{sha(src)[:16]}")]
+    assert [(r.partition_key, r.run_key) for r in r4.run_requests] == [(key, f"{key}:{sha(src)[:16]}:{src.stat().st_mtime_ns}")]
     assert r4.run_requests[0].run_key != req.run_key
 
 
@@ -158,7 +158,8 @@ def test_sidecar_change_retriggers(instance, settings, inbox):
     r2 = run_sensor(instance, settings, r1.cursor)
     key = partition_key_for("a.wav")
     expected = hashlib.sha256(b"audio").hexdigest()[:16] + "-" + hashlib.sha256(side.read_bytes()).hexdigest()[:8]
-    assert [(r.partition_key, r.run_key) for r in r2.run_requests] == [(key, f"{key}:{expected}")]
+    mtime = (inbox / "a.wav").stat().st_mtime_ns
+    assert [(r.partition_key, r.run_key) for r in r2.run_requests] == [(key, f"{key}:{expected}:{mtime}")]
     assert r2.dynamic_partitions_requests == []
     put(inbox, "a.json", b'{"bpm": 140}', age_s=5)
     r3 = run_sensor(instance, settings, r2.cursor)

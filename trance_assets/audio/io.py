@@ -96,7 +96,11 @@ def _check_riff_or_aiff_length(path: Path, size: int) -> None:
 
 
 def _fmt_seconds(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+    """'2.0 s', '20 min', '20 min 0.4 s': exact enough that a limit and a length never read the same."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, tenths = divmod(round(seconds * 10), 600)
+    return f"{minutes} min" if tenths == 0 else f"{minutes} min {tenths / 10:g} s"
 
 
 def _db(x: float) -> float:
@@ -182,13 +186,18 @@ def inspect_audio(
     peak, sumsq, frames = 0.0, 0.0, 0
     blocksize = max(1024, int(block_seconds * info.samplerate))
     try:
-        for block in sf.blocks(str(path), blocksize=blocksize, dtype="float32", always_2d=True):
-            if not np.isfinite(block).all():
-                raise AudioValidationError(path, f"corrupt audio data: non-finite samples after {frames / info.samplerate:.1f} s")
-            peak = max(peak, float(np.abs(block).max(initial=0.0)))
-            sumsq += float(np.square(block, dtype=np.float64).sum())
-            frames += len(block)
-            meter.add(block.astype(np.float64))
+        # Not sf.blocks: it yields whole preallocated buffers even when libsndfile decodes fewer frames
+        # than the header declares (a cut-off MP3), so a short file would pass with garbage samples.
+        with sf.SoundFile(str(path)) as f:
+            while len(block := f.read(blocksize, dtype="float32", always_2d=True)):
+                if not np.isfinite(block).all():
+                    raise AudioValidationError(
+                        path, f"corrupt audio data: non-finite samples after {frames / info.samplerate:.1f} s"
+                    )
+                peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                sumsq += float(np.square(block, dtype=np.float64).sum())
+                frames += len(block)
+                meter.add(block.astype(np.float64))
     except AudioValidationError:
         raise
     except Exception as exc:

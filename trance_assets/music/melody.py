@@ -269,7 +269,8 @@ def melody_from_midi(
             key = estimate_key(notes).name
     spans = []
     end = max(n.end for n in notes)
-    for i, (t, text) in enumerate(sorted(chords)):
+    chords.sort()  # markers from several tracks arrive track by track, not in time order
+    for i, (t, text) in enumerate(chords):
         t_end = chords[i + 1][0] if i + 1 < len(chords) else max(end, t + BEATS_PER_BAR)
         sym = text.rstrip("?")
         if t_end > t:

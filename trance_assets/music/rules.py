@@ -52,7 +52,9 @@ class RuleParams:
                 raise ValueError(f"rule parameter {name}={getattr(self, name)!r} is invalid: {what}")
 
         need(0.0 <= self.density <= 1.0, "density", "must be within 0..1")
-        need(12 <= self.span <= REGISTER_CEILING - REGISTER_FLOOR, "span", "must be 12-36 semitones")
+        # 13, not 12: a melody must span at least an octave, and a 12-semitone register only allows
+        # that when both of its edges are in the key (generate() failed on ~40% of registers).
+        need(13 <= self.span <= REGISTER_CEILING - REGISTER_FLOOR, "span", "must be 13-36 semitones")
         need(
             self.register_low is None
             or REGISTER_FLOOR <= self.register_low <= REGISTER_CEILING - self.span,
@@ -289,8 +291,12 @@ def _compose(key: Key, chords: list[Chord], bars: int, p: RuleParams, rng: np.ra
     n_periods = -(-bars // 8)
     variations = [{d: [_vary(b, rng, d) for b in motif] for d in (+1, -1)} for _ in range(n_periods)]
     center = low + 0.4 * p.span
+    # The lift transposes a whole second period up an octave once it is composed, and only when
+    # all of it fits under the register's top: realising it around a raised anchor instead let the
+    # ceiling clip the motif onto other chord tones (8-bar similarity fell to ~0.1 at spans >= 30).
     lift = 12 if (p.lift and high - (center + 12) >= 6) else 0
     notes: list[Note] = []
+    period_notes: list[Note] = []
     anchor_target = center
     n_phrases = -(-bars // 4)
     for b in range(bars):
@@ -298,7 +304,7 @@ def _compose(key: Key, chords: list[Chord], bars: int, p: RuleParams, rng: np.ra
         call = phrase % 2 == 0
         period = phrase // 2
         if pos == 0:
-            anchor_target = center + (lift if period % 2 == 1 else 0)
+            anchor_target = center
         m = motif[b % p.motif_bars] if pos < 2 else variations[period][+1 if call else -1][b % p.motif_bars]
         chord = chords[b % len(chords)]
         bar_notes, anchor_pitch = _realise(m, chord, reg, anchor_target, b, p, rng)
@@ -306,6 +312,11 @@ def _compose(key: Key, chords: list[Chord], bars: int, p: RuleParams, rng: np.ra
         if last_bar_of_phrase:
             final = (not call) or phrase == n_phrases - 1
             bar_notes = _cadence(bar_notes, chord, reg, b, final, p)
-        notes.extend(bar_notes)
+        period_notes.extend(bar_notes)
         anchor_target = 0.5 * anchor_target + 0.5 * anchor_pitch
+        if b % 8 == 7 or b == bars - 1:  # end of an 8-bar period
+            if period % 2 == 1 and lift and period_notes and max(n.pitch for n in period_notes) + lift <= high:
+                period_notes = [replace(n, pitch=n.pitch + lift) for n in period_notes]
+            notes.extend(period_notes)
+            period_notes = []
     return notes

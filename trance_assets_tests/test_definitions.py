@@ -1,0 +1,123 @@
+"""The code location: it loads, holds exactly the expected assets, sensor and checks, Tier 3
+materializes, and the domain core stays free of Dagster."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+import trance_assets
+from trance_assets.assets.synthetic import synthetic_melodies, synthetic_melodies_pass_quality
+from trance_assets.definitions import defs
+from trance_assets.profiles import get_profile
+
+PACKAGE = Path(trance_assets.__file__).parent
+CORE_PACKAGES = ("music", "audio", "formats")
+CORE_MODULES = ("inbox.py", "storage.py", "profiles.py", "demo.py")
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_asset_keys_and_groups():
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups == {"reference_audio": "ingest", "tier3/synthetic_melodies": "tier3"}
+    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
+        ("tier3/synthetic_melodies", "synthetic_melodies_pass_quality")
+    }
+    ref = graph.get(dg.AssetKey("reference_audio"))
+    assert ref.partitions_def == dg.DynamicPartitionsDefinition(name="reference_tracks")
+    assert ref.code_version == "1"
+
+
+def test_sensor_and_job():
+    sensor = defs.resolve_sensor_def("reference_audio_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "reference_track_job"
+    job = defs.resolve_job_def("reference_track_job")
+    assert job.partitions_def == dg.DynamicPartitionsDefinition(name="reference_tracks")
+    assert {"settings", "io_manager"} <= set(defs.resources)
+
+
+def test_synthetic_melodies_materialize_and_pass_their_check(settings, resources, instance):
+    profile = get_profile(settings.profile)
+    result = dg.materialize([synthetic_melodies, synthetic_melodies_pass_quality], instance=instance, resources=resources)
+    assert result.success
+    [mat] = result.asset_materializations_for_node("tier3__synthetic_melodies")
+    assert mat.metadata["count"].value == profile.synthetic_count == 48
+    assert mat.metadata["passing_tier3_quality"].value == profile.synthetic_count
+    assert mat.metadata["seed"].value == profile.synthetic_seed
+    assert mat.metadata["profile"].value == "demo"
+
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "synthetic_melodies_pass_quality"
+    assert check.passed is True
+    assert (check.metadata["checked"].value, check.metadata["failing"].value) == (48, 0)
+
+    folder = Path(settings.storage_url) / "assets" / "tier3" / "synthetic_melodies.melodies"
+    index = pl.read_parquet(folder / "index.parquet")
+    assert index.height == 48
+    assert index["name"].to_list() == [f"synthetic_{i:05d}" for i in range(48)]
+    assert len(list(folder.glob("*.mid"))) == 48
+    first = json.loads((folder / "synthetic_00000.json").read_text())
+    assert first["attributes"]["synthetic"] is True and first["attributes"]["tier"] == 3
+
+
+def core_files() -> list[Path]:
+    files = [PACKAGE / name for name in CORE_MODULES]
+    for pkg in CORE_PACKAGES:
+        files += sorted((PACKAGE / pkg).rglob("*.py"))
+    return files
+
+
+def dagster_imports(path: Path) -> list[str]:
+    """`import dagster...` / `from dagster... import` (any dagster* distribution), with line numbers."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [f"{path.name}:{node.lineno}: {n}" for n in names if n.split(".")[0].startswith("dagster")]
+    return found
+
+
+def test_core_modules_do_not_import_dagster():
+    files = core_files()
+    names = {f.relative_to(PACKAGE).as_posix() for f in files}
+    # The scan must actually cover the core (a moved package would make it vacuous).
+    assert {"inbox.py", "storage.py", "profiles.py", "demo.py", "music/rules.py", "music/melody.py",
+            "audio/io.py", "audio/synth.py", "audio/ingest.py"} <= names
+    offenders = [hit for f in files for hit in dagster_imports(f)]
+    assert offenders == []
+
+
+def test_the_scan_detects_a_dagster_import(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os\nimport dagster as dg\n\ndef f():\n    from dagster_shared import x\n    from .dagster import y\n")
+    assert dagster_imports(probe) == ["probe.py:2: dagster", "probe.py:5: dagster_shared"]
+
+
+def test_core_imports_leave_dagster_unloaded():
+    """Transitively too: importing every core module in a fresh interpreter loads no dagster module."""
+    mods = [f"trance_assets.{n[:-3]}" for n in CORE_MODULES]
+    for f in core_files():
+        rel = f.relative_to(PACKAGE).with_suffix("")
+        if rel.name != "__init__":
+            mods.append("trance_assets." + ".".join(rel.parts))
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {mods!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0].startswith('dagster'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(PACKAGE.parent), timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
