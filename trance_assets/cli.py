@@ -30,6 +30,56 @@ def _cmd_demo_data(args) -> int:
     return 0
 
 
+def _cmd_extract(args) -> int:
+    """The Tier 2 chain on audio files, without the orchestrator: <stem>.mid + <stem>.json each."""
+    import json
+
+    from tqdm import tqdm
+
+    from .audio.extraction import extract_file
+    from .audio.io import AudioValidationError
+    from .audio.separation import SeparatorConfig, SeparatorUnavailable
+    from .formats.dataset import export_melody
+    from .storage import as_upath
+
+    out = as_upath(args.out)
+    config = SeparatorConfig.from_env(**({"method": args.separator} if args.separator else {}))
+    rows = []
+    failures = 0
+    for path in tqdm(args.audio, desc="extracting", unit="file", file=sys.stderr, disable=len(args.audio) < 2 and not args.progress):
+        stem = Path(path).stem
+        try:
+            r = extract_file(path, separator_config=config)
+        except (AudioValidationError, SeparatorUnavailable, OSError) as err:
+            failures += 1
+            rows.append({"file": Path(path).name, "notes": "-", "key": "-", "bpm": "-", "compliance": "-", "result": f"error: {err}"})
+            continue
+        ex = r.extraction
+        export_melody(out, stem, ex.melody, r.sidecar)
+        q = ex.quality.as_dict()
+        comp = q.get("scale_compliance")
+        rows.append(
+            {
+                "file": Path(path).name,
+                "notes": len(ex.melody.notes),
+                "key": ex.melody.key,
+                "bpm": f"{ex.melody.bpm:g} ({ex.tempo.source})",
+                "compliance": f"{comp:.2f}" if comp is not None else "n/a",
+                "result": "accepted" if ex.accepted else f"rejected: {ex.rejection}",
+            }
+        )
+        if args.json:
+            print(json.dumps({"file": str(path), **r.sidecar, "timings": r.timings}, default=str))
+    cols = ["file", "notes", "key", "bpm", "compliance", "result"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols), file=sys.stderr)
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols), file=sys.stderr)
+    accepted = sum(1 for r in rows if r["result"] == "accepted")
+    print(f"{accepted} accepted, {len(rows) - accepted - failures} rejected, {failures} failed; written to {out}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def _cmd_demo(args) -> int:
     from .headless import run_demo
     from .instance_home import prepare_dagster_home
@@ -86,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inbox", help="inbox folder (default: <storage>/inbox/reference_audio)")
     p.add_argument("--force", action="store_true", help="write even when the inbox already holds audio")
     p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("extract", help="Tier 2 extraction on audio files: <stem>.mid + <stem>.json per input")
+    p.add_argument("audio", nargs="+", help="audio files (wav, flac, mp3, ogg, aiff)")
+    p.add_argument("--out", required=True, help="output folder (local path or fsspec URL)")
+    p.add_argument("--separator", choices=("auto", "demucs", "dsp"), help="default: auto (Demucs when its weights load, else DSP)")
+    p.add_argument("--json", action="store_true", help="also print each file's sidecar as one JSON line on stdout")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even for one file")
+    p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("demo", help="materialize everything headless (what `make demo` runs)")
     p.add_argument("--project-dir", default=".", help="folder holding dagster.yaml and workspace.yaml")

@@ -2,6 +2,7 @@
 
 # Asset groups (one per stage).
 INGEST = "ingest"
+TIER2 = "tier2"
 TIER3 = "tier3"
 
 # Concurrency pools (limits in dagster.yaml: `concurrency.pools`).

@@ -6,7 +6,8 @@ Payloads and their files (the suffix tells the loader what it holds):
 |-----------------------------|---------------------------------------------|
 | `Melody`                    | `<name>.melody.json` (exact) + `<name>.mid` |
 | `MelodySet`                 | folder `<name>.melodies/` (a .mid and a .json per melody, index.parquet) |
-| `AudioFile`                 | `<name><original suffix>` (bytes copied as they are)                   |
+| `AudioFile`                 | `<name><original suffix>` (bytes copied as they are) + `<name><suffix>.json` (its info) |
+| `Stems`                     | folder `<name>.stems/` (lead.wav, residual.wav as float WAV, stems.json) |
 | `polars.DataFrame`          | `<name>.parquet`                            |
 | `dict` / `list`             | `<name>.json`                               |
 | `None`                      | nothing (the asset wrote its own files)     |
@@ -25,17 +26,18 @@ import polars as pl
 from upath import UPath
 
 from .audio.io import AUDIO_EXTENSIONS
-from .audio.types import AudioFile, discard_staged
+from .audio.types import AudioFile, Stems, discard_staged, read_stems, write_stems
 from .music.melody import Melody, MelodySet
 from .resources import SettingsResource
 from .storage import TMP_MARK, atomic_copy_file, atomic_write_bytes, atomic_write_dir, atomic_write_text, is_local, local_path
 
 MELODY = ".melody.json"
 MELODIES = ".melodies"
+STEMS = ".stems"
 PARQUET = ".parquet"
 JSON = ".json"
 # Probe order: the most specific suffixes first (".melody.json" before ".json").
-SUFFIXES = (MELODY, MELODIES, PARQUET, *AUDIO_EXTENSIONS, JSON)
+SUFFIXES = (MELODY, MELODIES, STEMS, PARQUET, *AUDIO_EXTENSIONS, JSON)
 
 
 def write_melody_set(folder, melodies: MelodySet) -> None:
@@ -81,8 +83,15 @@ class StorageIOManager(dg.ConfigurableIOManager):
             return atomic_write_text(stem.with_name(stem.name + MELODY), obj.to_json())
         if isinstance(obj, MelodySet):
             return atomic_write_dir(stem.with_name(stem.name + MELODIES), lambda d: write_melody_set(d, obj))
+        if isinstance(obj, Stems):
+            return atomic_write_dir(stem.with_name(stem.name + STEMS), lambda d: write_stems(d, obj))
         if isinstance(obj, AudioFile):
             target = atomic_copy_file(obj.path, stem.with_name(stem.name + obj.suffix))
+            info_path = stem.with_name(stem.name + obj.suffix + JSON)
+            if obj.info:
+                atomic_write_text(info_path, json.dumps(obj.info, indent=1, sort_keys=True, default=str))
+            elif info_path.exists():
+                info_path.unlink()
             if obj.temporary:
                 discard_staged(obj)
             return target
@@ -100,7 +109,7 @@ class StorageIOManager(dg.ConfigurableIOManager):
         never finds the old one first."""
         for suffix in SUFFIXES:
             p = stem.with_name(stem.name + suffix)
-            if p.name != keep.name and p.exists():
+            if p.name != keep.name and p.exists() and not keep.name.startswith(p.name):
                 p.fs.rm(p.path, recursive=True)
 
     def load_input(self, context: dg.InputContext):
@@ -113,20 +122,51 @@ class StorageIOManager(dg.ConfigurableIOManager):
         return self._read(self._stem(upstream, None))
 
     def _read(self, stem: UPath):
+        return read_value(stem)
+
+
+def read_value(stem: UPath):
+    """The value stored at `stem` (whichever payload suffix exists)."""
+    for suffix in SUFFIXES:
+        p = stem.with_name(stem.name + suffix)
+        if not p.exists():
+            continue
+        if suffix == MELODY:
+            return Melody.from_json(p.read_text())
+        if suffix == MELODIES:
+            return read_melody_set(p)
+        if suffix == STEMS:
+            return read_stems(p)
+        if suffix == PARQUET:
+            return pl.read_parquet(io.BytesIO(p.read_bytes()))
+        if suffix == JSON:
+            return json.loads(p.read_text())
+        info_path = p.with_name(p.name + JSON)
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        return AudioFile(path=str(local_path(p)) if is_local(p) else str(p), suffix=suffix, info=info)
+    raise FileNotFoundError(f"no stored value at {stem}.* (materialize the upstream asset first)")
+
+
+def load_partition_values(storage_root: UPath, asset_path: list[str], keys: list[str] | None = None) -> dict:
+    """{partition_key: value} for every stored partition of an asset (or just `keys`), read by path.
+
+    For corpus-level steps that depend on a partitioned asset with `deps=`: partitions that never
+    materialized (a corrupt file's, say) are simply absent instead of failing the load.
+    """
+    base = storage_root.joinpath("assets", *asset_path)
+    if not base.exists():
+        return {}
+    found = set()
+    for p in base.iterdir():
+        name = p.name
+        if name.startswith("."):
+            continue
         for suffix in SUFFIXES:
-            p = stem.with_name(stem.name + suffix)
-            if not p.exists():
-                continue
-            if suffix == MELODY:
-                return Melody.from_json(p.read_text())
-            if suffix == MELODIES:
-                return read_melody_set(p)
-            if suffix == PARQUET:
-                return pl.read_parquet(io.BytesIO(p.read_bytes()))
-            if suffix == JSON:
-                return json.loads(p.read_text())
-            return AudioFile(path=str(local_path(p)) if is_local(p) else str(p), suffix=suffix)
-        raise FileNotFoundError(f"no stored value at {stem}.* (materialize the upstream asset first)")
+            if name.endswith(suffix):
+                found.add(name[: -len(suffix)])
+                break
+    wanted = sorted(found if keys is None else found & set(keys))
+    return {k: read_value(base / k) for k in wanted}
 
 
 __all__ = ["StorageIOManager", "TMP_MARK"]

@@ -53,3 +53,66 @@ class SettingsResource(dg.ConfigurableResource):
     def path(self, *parts: str) -> UPath:
         """A location under the storage root, e.g. settings.path('dataset', 'tier1')."""
         return self.storage_root.joinpath(*parts)
+
+
+class SeparatorResource(dg.ConfigurableResource):
+    """Lead separation: Demucs (hub cache or a local repo folder) or the DSP fallback."""
+
+    method: str = Field(default="auto", description="'auto' (Demucs when its weights load, else the DSP fallback), 'demucs' (or fail) or 'dsp'.")
+    model: str = Field(default="htdemucs", description="Demucs model name (a 4-stem model: the lead is its 'other' stem).")
+    repo: str = Field(default="", description="Local folder with <name>.th / <name>.yaml Demucs files; empty: the Hugging Face cache.")
+    allow_download: bool = Field(default=False, description="May the Hugging Face hub be contacted to fetch weights?")
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda'.")
+    segment: float = Field(default=0.0, description="Seconds per Demucs chunk; 0: the model's default.")
+    overlap: float = Field(default=0.25, description="Demucs chunk overlap (0-1).")
+    shifts: int = Field(default=0, description="Demucs random shifts (0 keeps results reproducible).")
+    threads: int = Field(default=2, description="torch CPU threads during separation.")
+
+    @classmethod
+    def from_env(cls) -> "SeparatorResource":
+        from .audio.separation import SeparatorConfig
+
+        c = SeparatorConfig.from_env()
+        return cls(method=c.method, model=c.model, repo=c.repo or "", allow_download=c.allow_download, device=c.device, threads=c.threads)
+
+    def config(self):
+        from .audio.separation import SeparatorConfig
+
+        c = SeparatorConfig(
+            method=self.method,
+            model=self.model,
+            repo=self.repo or None,
+            allow_download=self.allow_download,
+            device=self.device,
+            segment=self.segment or None,
+            overlap=self.overlap,
+            shifts=self.shifts,
+            threads=self.threads,
+        )
+        c.validate()
+        return c
+
+
+class TranscriberResource(dg.ConfigurableResource):
+    """Basic Pitch (ONNX model shipped with the package, on onnxruntime)."""
+
+    onset_threshold: float = Field(default=0.6, description="Onset posterior needed to start a note.")
+    frame_threshold: float = Field(default=0.3, description="Frame posterior needed to continue a note.")
+    minimum_note_ms: float = Field(default=50.0, description="Shortest note kept, in ms.")
+    minimum_hz: float = Field(default=0.0, description="Lowest frequency transcribed (0: no limit).")
+    maximum_hz: float = Field(default=0.0, description="Highest frequency transcribed (0: no limit).")
+    repeat_onset_threshold: float = Field(default=0.5, description="Onset peak that marks a re-struck note inside a held one (0: off).")
+
+    def config(self):
+        from .audio.transcription import TranscriberConfig
+
+        c = TranscriberConfig(
+            onset_threshold=self.onset_threshold,
+            frame_threshold=self.frame_threshold,
+            minimum_note_ms=self.minimum_note_ms,
+            minimum_hz=self.minimum_hz or None,
+            maximum_hz=self.maximum_hz or None,
+            repeat_onset_threshold=self.repeat_onset_threshold or None,
+        )
+        c.validate()
+        return c

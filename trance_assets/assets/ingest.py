@@ -2,6 +2,7 @@
 
 
 import time
+from dataclasses import replace
 
 import dagster as dg
 
@@ -38,8 +39,19 @@ def reference_audio(context: dg.AssetExecutionContext, settings: SettingsResourc
             metadata={"file": dg.MetadataValue.path(err.path), "cause": err.cause},
         ) from None
     info = ref.info
+    provenance = {
+        "source_file": ref.source,
+        "content_hash": info.sha256,
+        "content_id": ref.content_id,
+        "duration_s": info.duration_s,
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+        "bpm": ref.bpm,
+        "bpm_source": ref.bpm_source,
+        "loudness_lufs": info.lufs,
+    }
     return dg.Output(
-        ref.staged,
+        replace(ref.staged, info=provenance),
         data_version=dg.DataVersion(ref.content_id),
         metadata={
             "source_file": dg.MetadataValue.path(ref.source),

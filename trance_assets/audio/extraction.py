@@ -136,16 +136,14 @@ def melody_from_events(
     lead = best_lead_path(cands, lead_params)
     env = onset_envelope(mix_22k, sr)
     tempo = Tempo(float(declared_bpm), 1.0, "declared") if declared_bpm else estimate_tempo(env, sr, bpm_range)
-    # Beat phase from the kick band; then period and phase refined on the lead's own onsets
-    # (a declared tempo keeps its value: only the phase is refined).
-    phase = beat_phase(onset_envelope(mix_22k, sr, fmax=150.0), sr, tempo.bpm)
-    fit_bpm, fit_phase = refine_grid(np.array([c.onset for c in lead]), tempo.bpm, phase)
-    if tempo.source == "estimated" and abs(fit_bpm - tempo.bpm) < 1.0:
+    # Beat phase from the kick band; then tempo (estimated only) and phase refined on the lead's
+    # own onsets.
+    kick_phase = beat_phase(onset_envelope(mix_22k, sr, fmax=150.0), sr, tempo.bpm)
+    fit_bpm, phase = refine_grid(
+        np.array([c.onset for c in lead]), tempo.bpm, kick_phase, fixed_tempo=tempo.source == "declared"
+    )
+    if tempo.source == "estimated":
         tempo = Tempo(round(fit_bpm, 3), tempo.confidence, tempo.source)
-    if abs(fit_bpm - tempo.bpm) < 0.05:
-        # keep the beat phase (kick) but take the fit's sub-step precision
-        beat = 60.0 / tempo.bpm
-        phase = fit_phase + beat * round((phase - fit_phase) / beat)
     bpm = tempo.bpm
     res_chroma = chroma(residual_22k, sr)
     beat_s = 60.0 / bpm
@@ -177,6 +175,7 @@ def sidecar(
     separator: str,
     separator_version: str,
     partition_key: str | None = None,
+    separator_fallback_reason: str | None = None,
 ) -> dict:
     """The metadata JSON written next to each Tier 2 MIDI file (the plan's fields and provenance)."""
     m = extraction.melody
@@ -187,7 +186,7 @@ def sidecar(
         "partition_key": partition_key,
         "tier": 2,
         "original_key": m.key,
-        "key_method": "music21 Krumhansl-Schmuckler on the extracted notes",
+        "key_method": "music21 Krumhansl-Schmuckler on the extracted notes and inferred bar chords",
         "bpm": m.bpm,
         "bpm_source": extraction.tempo.source,
         "bpm_confidence": extraction.tempo.confidence,
@@ -204,6 +203,7 @@ def sidecar(
             "separator_version": separator_version,
             "transcriber": transcriber_version(),
             "reduction": f"best-path lead line v{EXTRACTION_VERSION}",
+            "separator_fallback_reason": separator_fallback_reason,
         },
         "accepted": extraction.accepted,
         "rejection": extraction.rejection,
@@ -259,7 +259,12 @@ def extract_file(
         thresholds=thresholds,
     )
     timings["melody"] = time.perf_counter() - t0
-    side = sidecar(ex, source_track=str(path), source_sha256=info.sha256, separator=sep.separator, separator_version=sep.separator_version)
-    if sep.fallback_reason:
-        side["extraction_method"]["separator_fallback_reason"] = sep.fallback_reason
+    side = sidecar(
+        ex,
+        source_track=str(path),
+        source_sha256=info.sha256,
+        separator=sep.separator,
+        separator_version=sep.separator_version,
+        separator_fallback_reason=sep.fallback_reason,
+    )
     return FileExtraction(str(path), ex, side, timings, info.duration_s)

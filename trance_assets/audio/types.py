@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -13,6 +13,7 @@ class AudioFile:
     path: str
     suffix: str = ""
     temporary: bool = False  # a staging copy: the IO manager moves it into storage and deletes it
+    info: dict = field(default_factory=dict, compare=False)  # provenance stored beside the file
 
     def __post_init__(self) -> None:
         if not self.suffix:
@@ -29,3 +30,36 @@ def discard_staged(audio: AudioFile) -> None:
         p.parent.rmdir()
     except OSError:
         pass
+
+
+@dataclass(frozen=True)
+class Stems:
+    """A separation: the isolated lead and the residual (everything else), with provenance."""
+
+    lead: "np.ndarray"  # float32 (n, channels)
+    residual: "np.ndarray"
+    sample_rate: int
+    info: dict  # separator, separator_version, fallback_reason, sources, seconds, ...
+
+
+def write_stems(folder: Path, stems: Stems) -> None:
+    import json
+
+    import soundfile as sf
+
+    sf.write(folder / "lead.wav", stems.lead, stems.sample_rate, subtype="FLOAT")
+    sf.write(folder / "residual.wav", stems.residual, stems.sample_rate, subtype="FLOAT")
+    (folder / "stems.json").write_text(json.dumps({"sample_rate": stems.sample_rate, **stems.info}, indent=1, sort_keys=True, default=str))
+
+
+def read_stems(folder) -> Stems:
+    """`folder`: a local Path or a UPath."""
+    import io
+    import json
+
+    import soundfile as sf
+
+    info = json.loads((folder / "stems.json").read_text())
+    lead, sr = sf.read(io.BytesIO((folder / "lead.wav").read_bytes()), dtype="float32", always_2d=True)
+    residual, _ = sf.read(io.BytesIO((folder / "residual.wav").read_bytes()), dtype="float32", always_2d=True)
+    return Stems(lead, residual, int(info.pop("sample_rate", sr)), info)
