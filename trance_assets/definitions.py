@@ -8,7 +8,7 @@ from .assets.synthetic import synthetic_melodies, synthetic_melodies_pass_qualit
 from .io_managers import StorageIOManager
 from .jobs import reference_track_job
 from .resources import SeparatorResource, SettingsResource, TranscriberResource
-from .sensors import reference_audio_sensor
+from .sensors import automation_sensor, reference_audio_sensor
 
 settings = SettingsResource.from_env()
 
@@ -16,7 +16,7 @@ defs = dg.Definitions(
     assets=[reference_audio, separated_lead, transcription, melody, review_queue, synthetic_melodies],
     asset_checks=[review_batches_pass, synthetic_melodies_pass_quality],
     jobs=[reference_track_job],
-    sensors=[reference_audio_sensor],
+    sensors=[reference_audio_sensor, automation_sensor],
     resources={
         "settings": settings,
         "io_manager": StorageIOManager(settings=settings),

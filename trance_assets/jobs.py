@@ -10,4 +10,7 @@ reference_track_job = dg.define_asset_job(
     "reference_track_job",
     selection=dg.AssetSelection.assets(reference_audio, separated_lead, transcription, melody),
     description="Process one reference track (one partition of reference_tracks).",
+    # The four steps form a chain, so nothing runs in parallel inside a run: executing them in the
+    # run's own process saves three Python start-ups per track. Runs still go two at a time.
+    executor_def=dg.in_process_executor,
 )

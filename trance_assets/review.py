@@ -65,7 +65,8 @@ def parse_reviews(text: str, source: str = "reviews.csv") -> dict[str, Review]:
     if missing:
         raise ReviewFileError(f"{source}: header must include {', '.join(REVIEW_COLUMNS)}; missing {missing}")
     out: dict[str, Review] = {}
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num  # the file's own line number (blank lines are skipped, not counted by rows)
         key = (row.get("partition_key") or "").strip()
         verdict = (row.get("verdict") or "").strip().lower()
         if not key and not verdict:

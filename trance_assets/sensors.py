@@ -57,3 +57,14 @@ def reference_audio_sensor(context: dg.SensorEvaluationContext, settings: Settin
     ]
     requests = [reference_tracks.build_add_request(plan.new_partitions)] if plan.new_partitions else []
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests, cursor=plan.cursor.to_json())
+
+
+# Evaluates the assets' automation conditions (today: tier2/review_queue refreshing after the
+# per-track runs). Dagster's implicit default sensor starts STOPPED; this one starts RUNNING.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes assets whose automation condition is true (e.g. the review queue after new melodies).",
+)

@@ -258,7 +258,14 @@ def review_queue(context: dg.AssetExecutionContext, settings: SettingsResource) 
             "how_to_review": "Listen to lead_isolated.wav and melody_resynth.wav in each queued track's folder, look at pianoroll.png, "
             "then add a row 'partition_key,pass|flag,reviewer,YYYY-MM-DD,note' to the reviews file and re-materialize this asset.",
             "batches": md_table(batch_rows),
-            "queue": md_table([r for r in rows if r["queued"]], ["partition_key", "batch", "verdict", "review_material"]),
+            "queue": md_table(
+                [
+                    {**r, "isolated_lead": f"{r['review_material']}/lead_isolated.wav", "resynthesised": f"{r['review_material']}/melody_resynth.wav"}
+                    for r in rows
+                    if r["queued"]
+                ],
+                ["partition_key", "batch", "verdict", "isolated_lead", "resynthesised"],
+            ),
             "piano_rolls": dg.MetadataValue.md("\n\n".join(gallery) or "_none queued_"),
         },
     )

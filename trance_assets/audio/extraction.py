@@ -38,6 +38,10 @@ from .lead_line import (
 from .transcription import TranscriberConfig, to_mono_22k, transcribe, transcriber_version
 
 EXTRACTION_VERSION = "1"
+# A lead line whose median pitch lies below this (MIDI 64, E4) sits where pads (voiced around
+# MIDI 52-63) and bass play, not where a trance lead does (fundamentals MIDI 60-96, typically
+# C5 and up): such a "melody" is what the separator leaves of a mix without a lead.
+LEAD_MIN_MEDIAN_PITCH = 64.0
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,12 @@ def music21_key(melody_notes, chords=()) -> Key:
     for n in melody_notes:
         m = m21note.Note(n.pitch)
         m.quarterLength = max(0.25, n.duration)
-        s.insert(n.start, m)
+        s.insert(n.start, m, ignoreSort=True)  # sorted insertion re-scans the stream: quadratic in notes
     for c in chords:
         ch = parse_chord(c.symbol)
         m = m21chord.Chord([48 + pc for pc in ch.triad_pcs])
         m.quarterLength = c.duration
-        s.insert(c.start, m)
+        s.insert(c.start, m, ignoreSort=True)
     k = s.analyze("krumhansl")
     assert isinstance(k, m21key.Key)
     best = _m21_to_key(k)
@@ -129,8 +133,13 @@ def melody_from_events(
     thresholds: QualityThresholds = QualityThresholds.for_tier(2),
     lead_params: LeadParams = LeadParams(),
     bpm_range: tuple[float, float] = (120.0, 160.0),
+    min_lead_median_pitch: float | None = LEAD_MIN_MEDIAN_PITCH,
 ) -> MelodyExtraction:
-    """Everything after transcription. `mix_22k`/`residual_22k`: mono float at 22.05 kHz."""
+    """Everything after transcription. `mix_22k`/`residual_22k`: mono float at 22.05 kHz.
+
+    Rejected: melodies failing the quality rules, and lead lines whose median pitch is below
+    `min_lead_median_pitch` (None: no such check) - a mix without a lead yields pad and bass notes.
+    """
     sr = ANALYSIS_SR
     cands = candidates_from_events(events)
     lead = best_lead_path(cands, lead_params)
@@ -163,8 +172,16 @@ def melody_from_events(
         key, bars, chords = parse_key("Am"), 0, ()
     melody = Melody(tuple(notes), round(bpm, 2), key.name, chords, bars=bars or None, name=name)
     report = check_melody(melody, thresholds)
-    rejection = "" if report.passed else ("no notes transcribed" if not notes else report.reason())
-    return MelodyExtraction(melody, report.passed, rejection, report, tempo, origin, len(cands), len(notes))
+    reasons = [] if report.passed else ["no notes transcribed" if not notes else report.reason()]
+    if notes and min_lead_median_pitch is not None:
+        median = float(np.median([n.pitch for n in notes]))
+        if median < min_lead_median_pitch:
+            reasons.append(
+                f"lead_register: median pitch {median:g} (needs >= {min_lead_median_pitch:g}; "
+                "lower lines are pads/bass: no lead found)"
+            )
+    rejection = "; ".join(reasons)
+    return MelodyExtraction(melody, not reasons, rejection, report, tempo, origin, len(cands), len(notes))
 
 
 def sidecar(

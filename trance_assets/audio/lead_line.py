@@ -144,10 +144,14 @@ def _best_path(cands: list[Candidate], params: LeadParams) -> list[Candidate]:
 def highest_note_baseline(cands: list[Candidate], tolerance: float = 0.03) -> list[Candidate]:
     """The naive reduction: at each onset (within `tolerance`), keep the highest note."""
     out: list[Candidate] = []
+    group_onset = 0.0  # first onset of the current group; a later, higher note within tolerance replaces the kept one
     for c in sorted(cands, key=lambda c: (c.onset, -c.pitch)):
-        if out and c.onset - out[-1].onset < tolerance:
+        if out and c.onset - group_onset < tolerance:
+            if c.pitch > out[-1].pitch:
+                out[-1] = c
             continue
         out.append(c)
+        group_onset = c.onset
     return out
 
 
