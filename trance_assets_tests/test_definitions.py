@@ -17,7 +17,8 @@ from trance_assets.profiles import get_profile
 
 PACKAGE = Path(trance_assets.__file__).parent
 CORE_PACKAGES = ("music", "audio", "formats")
-CORE_MODULES = ("inbox.py", "storage.py", "profiles.py", "demo.py")
+CORE_MODULES = ("inbox.py", "storage.py", "profiles.py", "demo.py", "review.py")
+PER_TRACK = {"reference_audio", "tier2/separated_lead", "tier2/transcription", "tier2/melody"}
 
 
 def test_definitions_load():
@@ -27,22 +28,62 @@ def test_definitions_load():
 def test_asset_keys_and_groups():
     graph = defs.resolve_asset_graph()
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    assert groups == {"reference_audio": "ingest", "tier3/synthetic_melodies": "tier3"}
-    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
-        ("tier3/synthetic_melodies", "synthetic_melodies_pass_quality")
+    assert groups == {
+        "reference_audio": "ingest",
+        "tier2/separated_lead": "tier2",
+        "tier2/transcription": "tier2",
+        "tier2/melody": "tier2",
+        "tier2/review_queue": "tier2",
+        "tier3/synthetic_melodies": "tier3",
     }
-    ref = graph.get(dg.AssetKey("reference_audio"))
-    assert ref.partitions_def == dg.DynamicPartitionsDefinition(name="reference_tracks")
-    assert ref.code_version == "1"
+    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
+        ("tier2/melody", "non_empty"),
+        ("tier2/melody", "tempo_in_range"),
+        ("tier2/melody", "scale_compliance"),
+        ("tier2/melody", "tier2_rules"),
+        ("tier2/review_queue", "review_batches_pass"),
+        ("tier3/synthetic_melodies", "synthetic_melodies_pass_quality"),
+    }
+    tracks = dg.DynamicPartitionsDefinition(name="reference_tracks")
+    for key in PER_TRACK:
+        assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def == tracks, key
+    for key in ("tier2/review_queue", "tier3/synthetic_melodies"):
+        assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def is None, key
+    assert graph.get(dg.AssetKey("reference_audio")).code_version == "1"
+    # The per-track chain, in order of dependency.
+    assert graph.get(dg.AssetKey(["tier2", "separated_lead"])).parent_keys == {dg.AssetKey("reference_audio")}
+    assert graph.get(dg.AssetKey(["tier2", "transcription"])).parent_keys == {dg.AssetKey(["tier2", "separated_lead"])}
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey(["tier2", "melody"])).parent_keys} == {
+        "reference_audio",
+        "tier2/separated_lead",
+        "tier2/transcription",
+    }
+    assert graph.get(dg.AssetKey(["tier2", "review_queue"])).parent_keys == {dg.AssetKey(["tier2", "melody"])}
+
+
+def test_separation_runs_in_the_heavy_pool():
+    separated = defs.resolve_assets_def(dg.AssetKey(["tier2", "separated_lead"]))
+    assert separated.op.pool == "heavy"
+    graph = defs.resolve_asset_graph()
+    pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
+    assert {k for k, v in pools.items() if v} == {"tier2/separated_lead"}
+    assert pools["tier2/separated_lead"] == {"heavy"}
 
 
 def test_sensor_and_job():
     sensor = defs.resolve_sensor_def("reference_audio_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.job_name == "reference_track_job"
+    automation = defs.resolve_sensor_def("automation_condition_sensor")
+    assert isinstance(automation, dg.AutomationConditionSensorDefinition)
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
+    assert dg.AssetKey(["tier2", "review_queue"]) in automation.asset_selection.resolve(defs.resolve_asset_graph())
+    # Every automatable asset has a running sensor: Dagster adds no (stopped) default one.
+    assert {s.name for s in defs.get_repository_def().sensor_defs} == {"reference_audio_sensor", "automation_condition_sensor"}
     job = defs.resolve_job_def("reference_track_job")
     assert job.partitions_def == dg.DynamicPartitionsDefinition(name="reference_tracks")
-    assert {"settings", "io_manager"} <= set(defs.resources)
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == PER_TRACK
+    assert {"settings", "io_manager", "separator", "transcriber"} <= set(defs.resources)
 
 
 def test_synthetic_melodies_materialize_and_pass_their_check(settings, resources, instance):
@@ -94,8 +135,12 @@ def test_core_modules_do_not_import_dagster():
     files = core_files()
     names = {f.relative_to(PACKAGE).as_posix() for f in files}
     # The scan must actually cover the core (a moved package would make it vacuous).
-    assert {"inbox.py", "storage.py", "profiles.py", "demo.py", "music/rules.py", "music/melody.py",
+    assert {"inbox.py", "storage.py", "profiles.py", "demo.py", "review.py", "music/rules.py", "music/melody.py",
             "audio/io.py", "audio/synth.py", "audio/ingest.py"} <= names
+    for pkg in ("audio", "formats"):
+        every = {p.relative_to(PACKAGE).as_posix() for p in (PACKAGE / pkg).glob("*.py")}
+        assert len(every) > 2 and every <= names, pkg
+    assert {"audio/separation.py", "audio/transcription.py", "audio/extraction.py", "formats/dataset.py", "formats/remi.py"} <= names
     offenders = [hit for f in files for hit in dagster_imports(f)]
     assert offenders == []
 

@@ -36,7 +36,12 @@ def test_good_file_materializes_into_storage(instance, settings, inbox, resource
 
     stored = Path(settings.storage_url) / "assets" / "reference_audio" / f"{key}.wav"
     assert stored.read_bytes() == src.read_bytes()
-    assert sorted(p.name for p in stored.parent.iterdir()) == [f"{key}.wav"]
+    assert sorted(p.name for p in stored.parent.iterdir()) == [f"{key}.wav", f"{key}.wav.json"]
+    # The provenance stored beside the audio travels with it to the Tier 2 stages.
+    stored_info = json.loads((stored.parent / f"{key}.wav.json").read_text())
+    assert stored_info["source_file"] == str(src)
+    assert stored_info["content_hash"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert stored_info["bpm"] is None and stored_info["bpm_source"] == "unknown"
 
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     cid = digest[:16]
@@ -113,7 +118,7 @@ def test_corrupt_file_fails_its_partition_only_and_nothing_is_deleted(
     ok = materialize(instance, resources, kg)
     assert ok.success
     stored_dir = Path(settings.storage_url) / "assets" / "reference_audio"
-    assert sorted(p.name for p in stored_dir.iterdir()) == [f"{kg}.wav"]
+    assert sorted(p.name for p in stored_dir.iterdir()) == [f"{kg}.wav", f"{kg}.wav.json"]
     assert (stored_dir / f"{kg}.wav").read_bytes() == good.read_bytes()
     assert inbox_snapshot(inbox) == before
     assert list(staging.iterdir()) == []  # staging copies are removed, failed or not

@@ -121,14 +121,20 @@ def test_code_location_loads_with_assets_and_sensor(webserver):
     assert loc["__typename"] == "RepositoryLocation", loc.get("message")
     (repo,) = loc["repositories"]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
-    assert sensors == {"reference_audio_sensor": "RUNNING"}
+    # No implicit default_automation_condition_sensor (it would start STOPPED): the project's own
+    # automation sensor (review_queue's refresh) runs from the start.
+    assert sensors == {"reference_audio_sensor": "RUNNING", "automation_condition_sensor": "RUNNING"}
     assert "reference_track_job" in {j["name"] for j in repo["jobs"]}
 
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-    assert set(nodes) == {"reference_audio", "tier3/synthetic_melodies"}
-    assert nodes["reference_audio"]["isPartitioned"] is True
-    assert nodes["reference_audio"]["groupName"] == "ingest"
-    assert nodes["tier3/synthetic_melodies"]["groupName"] == "tier3"
+    assert {k: (n["groupName"], n["isPartitioned"]) for k, n in nodes.items()} == {
+        "reference_audio": ("ingest", True),
+        "tier2/separated_lead": ("tier2", True),
+        "tier2/transcription": ("tier2", True),
+        "tier2/melody": ("tier2", True),
+        "tier2/review_queue": ("tier2", False),
+        "tier3/synthetic_melodies": ("tier3", False),
+    }
 
 
 def test_materialize_click_queues_a_run(webserver):

@@ -1,5 +1,7 @@
 """Tier 2: reference audio → separated lead → transcription → validated lead melody → review queue."""
 
+import hashlib
+import json
 import time
 
 import dagster as dg
@@ -94,10 +96,16 @@ def transcription(context: dg.AssetExecutionContext, separated_lead: Stems, tran
     group_name=TIER2,
     code_version=f"extraction-{EXTRACTION_VERSION}",
     kinds={"midi"},
+    # Checks per track (partitioned checks: preview in Dagster 1.13), so one track's result never
+    # hides another's.
     check_specs=[
-        dg.AssetCheckSpec("non_empty", asset=MELODY, description="The extracted melody has at least the minimum number of notes."),
-        dg.AssetCheckSpec("tempo_in_range", asset=MELODY, description="Tempo within 120-160 BPM."),
-        dg.AssetCheckSpec("scale_compliance", asset=MELODY, description="Share of in-key notes at or above the Tier 2 threshold (0.70)."),
+        dg.AssetCheckSpec(name, asset=MELODY, description=text, partitions_def=reference_tracks)
+        for name, text in (
+            ("non_empty", "The extracted melody has at least the minimum number of notes."),
+            ("tempo_in_range", "Tempo within 120-160 BPM."),
+            ("scale_compliance", "Share of in-key notes at or above the Tier 2 threshold (0.70)."),
+            ("tier2_rules", "Every Tier 2 quality rule (notes, range, tempo, polyphony, scale compliance): accepted into the corpus."),
+        )
     ],
 )
 def melody(
@@ -178,6 +186,12 @@ def melody(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"bpm": m.bpm, "range": f"{thresholds.min_bpm:g}-{thresholds.max_bpm:g}"},
     )
+    yield dg.AssetCheckResult(
+        check_name="tier2_rules",
+        passed=ex.accepted,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rejection": ex.rejection or "none", **{k: v if v is not None else "n/a" for k, v in q.items()}},
+    )
     comp = q.get("scale_compliance")
     yield dg.AssetCheckResult(
         check_name="scale_compliance",
@@ -222,11 +236,15 @@ def review_queue(context: dg.AssetExecutionContext, settings: SettingsResource) 
         material = ""
         if t.partition_key in queued:
             folder = reviews_dir / t.batch / t.partition_key
-            if not (folder / "pianoroll.png").exists():
+            # (Re)written when missing or when the track's melody changed since (a re-extraction).
+            stamp = hashlib.sha256(m.to_json().encode()).hexdigest()[:16]
+            made_for = (folder / "material.json").read_text() if (folder / "material.json").exists() else ""
+            if stamp not in made_for:
                 stems = load_partition_values(settings.storage_root, stems_root, keys=[t.partition_key]).get(t.partition_key)
                 if stems is not None:
                     write_review_material(folder, stems.lead.mean(axis=1), stems.sample_rate, m, m.attributes.get("grid_origin_s", 0.0))
-            material = str(folder)
+                    atomic_write_text(folder / "material.json", json.dumps({"melody_sha256": stamp, "partition_key": t.partition_key}))
+            material = str(folder) if (folder / "pianoroll.png").exists() else "not available (no separated stems stored)"
             if len(gallery) < 6 and (folder / "pianoroll.png").exists():
                 gallery.append(md_image((folder / "pianoroll.png").read_bytes(), t.partition_key).value)
         r = reviews.get(t.partition_key)
@@ -261,6 +279,8 @@ def review_queue(context: dg.AssetExecutionContext, settings: SettingsResource) 
             "queue": md_table(
                 [
                     {**r, "isolated_lead": f"{r['review_material']}/lead_isolated.wav", "resynthesised": f"{r['review_material']}/melody_resynth.wav"}
+                    if r["review_material"].startswith(str(reviews_dir))
+                    else {**r, "isolated_lead": r["review_material"], "resynthesised": ""}
                     for r in rows
                     if r["queued"]
                 ],
