@@ -22,7 +22,30 @@ from ..music.melody import BEATS_PER_BAR, ChordSpan, Note
 from ..music.theory import FLAT_NAMES, SHARP_NAMES, Key
 
 ANALYSIS_SR = 22050
-HOP = 256
+HOP = 256  # onset envelopes (11.6 ms at 22.05 kHz)
+CHROMA_HOP = 2048  # chroma is only ever averaged per beat or bar (93 ms frames)
+FEATURE_CHUNK_SECONDS = 60.0  # features are computed in chunks so a long track stays small in memory
+
+
+def chunked_frames(y: np.ndarray, sr: int, hop: int, fn, chunk_seconds: float = FEATURE_CHUNK_SECONDS, context_seconds: float = 2.0) -> np.ndarray:
+    """`fn(segment) -> (..., frames)` (centred frames, `hop` apart) over `y` in chunks with context.
+
+    Each chunk is analysed with `context_seconds` of audio on both sides and trimmed to its own
+    frames, so the result matches one whole-track call away from chunk edges while peak memory is
+    that of one chunk's spectrogram.
+    """
+    n = len(y)
+    chunk = max(hop, int(chunk_seconds * sr) // hop * hop)
+    ctx = int(context_seconds * sr) // hop * hop
+    total = 1 + n // hop
+    parts = []
+    for start in range(0, n, chunk):
+        a, b = max(0, start - ctx), min(n, start + chunk + ctx)
+        frames = fn(y[a:b])
+        skip = (start - a) // hop
+        want = min(chunk // hop, total - start // hop)
+        parts.append(frames[..., skip : skip + want])
+    return np.concatenate(parts, axis=-1)
 
 
 @dataclass(frozen=True)
@@ -170,7 +193,8 @@ def onset_envelope(mono: np.ndarray, sr: int, fmax: float | None = None) -> np.n
     import librosa
 
     kw = {"fmax": fmax, "n_mels": 8, "n_fft": 4096} if fmax else {}
-    return librosa.onset.onset_strength(y=mono.astype(np.float32), sr=sr, hop_length=HOP, aggregate=np.median, **kw)
+    y = np.asarray(mono, dtype=np.float32)
+    return chunked_frames(y, sr, HOP, lambda seg: librosa.onset.onset_strength(y=seg, sr=sr, hop_length=HOP, aggregate=np.median, **kw))
 
 
 def refine_grid(onsets: np.ndarray, bpm: float, phase_s: float, *, search: float = 0.02, fixed_tempo: bool = False) -> tuple[float, float]:
@@ -239,7 +263,7 @@ def beat_phase(env: np.ndarray, sr: int, bpm: float) -> float:
 
 def downbeat_offset(chroma_frames: np.ndarray, sr: int, bpm: float, phase_s: float) -> int:
     """Which of the first four beats starts the bar: the one where harmony changes most."""
-    fps = sr / HOP
+    fps = sr / CHROMA_HOP
     beat = 60.0 / bpm
     n_beats = int((chroma_frames.shape[1] / fps - phase_s) / beat)
     if n_beats < 8:
@@ -280,7 +304,8 @@ def quantise(lead: list[Candidate], origin_s: float, bpm: float, steps_per_beat:
 def chroma(mono: np.ndarray, sr: int) -> np.ndarray:
     import librosa
 
-    return librosa.feature.chroma_stft(y=mono.astype(np.float32), sr=sr, hop_length=HOP, n_fft=4096)
+    y = np.asarray(mono, dtype=np.float32)
+    return chunked_frames(y, sr, CHROMA_HOP, lambda seg: librosa.feature.chroma_stft(y=seg, sr=sr, hop_length=CHROMA_HOP, n_fft=4096))
 
 
 def _templates() -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -297,7 +322,7 @@ def _templates() -> tuple[np.ndarray, list[tuple[int, str]]]:
 
 def infer_bar_chords(chroma_frames: np.ndarray, sr: int, bpm: float, origin_s: float, bars: int, key: Key) -> tuple[ChordSpan, ...]:
     """One major/minor triad per bar, by template matching the bar's mean chroma (labelled inferred)."""
-    fps = sr / HOP
+    fps = sr / CHROMA_HOP
     bar_s = BEATS_PER_BAR * 60.0 / bpm
     templates, labels = _templates()
     flats = key.mode == "minor" and key.relative_minor_tonic in (2, 7, 0, 5, 10, 3) or key.mode == "major" and key.tonic in (5, 10, 3, 8, 1, 6)
