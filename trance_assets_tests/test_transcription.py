@@ -220,3 +220,9 @@ def test_config_valid_values():
     TranscriberConfig(minimum_hz=200.0, maximum_hz=2000.0, pad_seconds=0.5, repeat_onset_threshold=None).validate()
     d = TranscriberConfig().to_dict()
     assert d["onset_threshold"] == 0.6 and d["pad_seconds"] == 1.0 and d["repeat_onset_threshold"] == 0.5
+
+
+@pytest.mark.parametrize("field,value", [("repeat_onset_threshold", 1.5), ("repeat_onset_threshold", 0.0), ("repeat_min_seconds", 0.0)])
+def test_repeat_parameters_are_validated(field, value):
+    with pytest.raises(ValueError, match=field):
+        TranscriberConfig(**{field: value}).validate()

@@ -56,6 +56,10 @@ class TranscriberConfig:
             raise ValueError(f"transcriber minimum_note_ms={self.minimum_note_ms!r} must be > 0")
         if self.minimum_hz is not None and self.maximum_hz is not None and self.minimum_hz >= self.maximum_hz:
             raise ValueError(f"transcriber minimum_hz={self.minimum_hz} must be below maximum_hz={self.maximum_hz}")
+        if self.repeat_onset_threshold is not None and not 0.0 < self.repeat_onset_threshold < 1.0:
+            raise ValueError(f"transcriber repeat_onset_threshold={self.repeat_onset_threshold!r} must be within (0, 1) or None")
+        if self.repeat_min_seconds <= 0:
+            raise ValueError(f"transcriber repeat_min_seconds={self.repeat_min_seconds!r} must be > 0")
         if self.pad_seconds < 0.5:
             raise ValueError("transcriber pad_seconds must be >= 0.5 (Basic Pitch drops the input's tail)")
 
