@@ -143,13 +143,18 @@ def test_music21_key_prefers_the_minor_key_of_i_VI_III_VII():
     assert music21_key(notes, _bars(["Em", "C", "G", "D"])).name == "Em"
 
 
-def test_music21_key_chords_settle_a_line_that_alone_reads_major():
+def test_music21_key_relative_major_or_minor_follows_the_tonal_evidence():
+    """C major and A minor share a pitch set; the ending note and the opening chord decide."""
     line = [72, 76, 79, 76, 72, 77, 81, 77, 72, 76, 79, 76, 71, 74, 79, 69]  # C-E-G arpeggios, ends on A
-    assert music21_key(_line(line)).name == "C"
+    line_c = line[:-1] + [72]  # the same line ending on C
+    assert music21_key(_line(line)).name == "Am"
+    assert music21_key(_line(line_c)).name == "C"
     assert music21_key(_line(line), _bars(["Am", "F", "C", "G"])).name == "Am"
-    down = _line([p - 5 for p in line])
-    assert music21_key(down).name == "G"
-    assert music21_key(down, _bars(["Em", "C", "G", "D"])).name == "Em"
+    assert music21_key(_line(line_c), _bars(["C", "G", "Am", "F"])).name == "C"
+    down, down_c = [p - 5 for p in line], [p - 5 for p in line_c]
+    assert music21_key(_line(down)).name == "Em"
+    assert music21_key(_line(down_c)).name == "G"
+    assert music21_key(_line(down), _bars(["Em", "C", "G", "D"])).name == "Em"
 
 
 def test_music21_key_keeps_the_major_key_of_I_V_vi_IV():

@@ -83,7 +83,7 @@ def music21_key(melody_notes, chords=()) -> Key:
     if not melody_notes:
         return best
     # Keys that share most of a pitch set (relative major/minor, neighbours on the circle of fifths)
-    # correlate almost equally; among those within 0.15 of music21's best, prefer the one that keeps
+    # correlate almost equally; among those within 0.15 of music21's best (and their relatives), prefer the one that keeps
     # the most melody and chord tones in its scale, then the one whose tonic chord opens the
     # progression and whose tonic ends the melody, then music21's order.
     tones = [n.pitch % 12 for n in melody_notes] + [pc for c in chords for pc in parse_chord(c.symbol).triad_pcs]
@@ -97,12 +97,17 @@ def music21_key(melody_notes, chords=()) -> Key:
         evidence = int(first_root == cand.tonic) + int(last_pc == cand.tonic)
         return (fit, evidence, corr)
 
-    pool = [(best, k.correlationCoefficient)] + [
-        (_m21_to_key(a), a.correlationCoefficient)
-        for a in k.alternateInterpretations
-        if a.correlationCoefficient >= k.correlationCoefficient - 0.15
-    ]
-    return max(pool, key=rank)[0]
+    corr = {_m21_to_key(a): a.correlationCoefficient for a in k.alternateInterpretations}
+    corr[best] = k.correlationCoefficient
+    near = [key for key, c in corr.items() if c >= k.correlationCoefficient - 0.15]
+    # A key's relative major/minor has the same pitch set, so it joins the pool too: which of the two
+    # is the tonal centre is for the evidence to decide, not the profile correlation.
+    pool = {key for key in near} | {_relative(key) for key in near}
+    return max(((key, corr.get(key, -1.0)) for key in pool), key=rank)[0]
+
+
+def _relative(k: Key) -> Key:
+    return Key((k.tonic + 9) % 12, "minor") if k.mode == "major" else Key((k.tonic + 3) % 12, "major")
 
 
 def _m21_to_key(k) -> Key:
