@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -157,9 +156,3 @@ def repeated_onsets(rows: list[tuple], onset_activation: np.ndarray, threshold: 
                         cuts.append(float(times[i]))
         out.append(cuts)
     return out
-
-
-def timed_transcribe(audio, sample_rate, config=TranscriberConfig()) -> tuple[pl.DataFrame, float]:
-    t0 = time.perf_counter()
-    df = transcribe(audio, sample_rate, config)
-    return df, time.perf_counter() - t0
