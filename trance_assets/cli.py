@@ -122,9 +122,9 @@ def _cmd_ui(args) -> int:
         pass
     finally:
         stop()
-    return max((p.returncode or 0) for p in procs if p.returncode is not None and p.returncode > 0) if any(
-        p.returncode not in (0, None, -signal.SIGTERM) for p in procs
-    ) else 0
+    # Stopped by us (0 or SIGTERM) is success; anything else is the first real exit code.
+    failed = [p.returncode for p in procs if p.returncode not in (0, None, -signal.SIGTERM)]
+    return abs(failed[0]) if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

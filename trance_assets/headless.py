@@ -81,8 +81,8 @@ def run_demo(log=print) -> int:
             log(f"      [{i:3d}/{len(keys)}] FAILED  {pk}: {msg}")
     stages.append(per_track)
 
-    partitioned = {k for k in defs.resolve_asset_graph().get_all_asset_keys() if defs.resolve_assets_def(k).partitions_def is not None}
-    others = sorted((k for k in defs.resolve_asset_graph().get_all_asset_keys() if k not in partitioned), key=lambda k: k.to_user_string())
+    graph = defs.resolve_asset_graph()
+    others = sorted((k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None), key=lambda k: k.to_user_string())
     log(f"[4/4] materializing {len(others)} unpartitioned asset(s)")
     global_job = defs.resolve_implicit_global_asset_job_def()
     for key in others:

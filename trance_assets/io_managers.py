@@ -109,7 +109,7 @@ class StorageIOManager(dg.ConfigurableIOManager):
         never finds the old one first."""
         for suffix in SUFFIXES:
             p = stem.with_name(stem.name + suffix)
-            if p.name != keep.name and p.exists() and not keep.name.startswith(p.name):
+            if p.name != keep.name and p.exists():
                 p.fs.rm(p.path, recursive=True)
 
     def load_input(self, context: dg.InputContext):

@@ -169,9 +169,10 @@ def melody_from_events(
     notes = quantise(lead, origin, bpm)
     if notes:
         bars = int(math.ceil(max(n.end for n in notes) / BEATS_PER_BAR))
-        chords = infer_bar_chords(res_chroma, sr, bpm, origin, bars, music21_key(notes))
+        melody_key = music21_key(notes)
+        chords = infer_bar_chords(res_chroma, sr, bpm, origin, bars, melody_key)
         key = music21_key(notes, chords)
-        if key != music21_key(notes):  # re-spell the chord symbols in the final key
+        if key != melody_key:  # re-spell the chord symbols in the final key
             chords = infer_bar_chords(res_chroma, sr, bpm, origin, bars, key)
     else:
         key, bars, chords = parse_key("Am"), 0, ()
