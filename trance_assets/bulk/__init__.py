@@ -1,0 +1,1 @@
+"""Tier 3 bulk sources: GigaMIDI and public-domain corpora (domain core, no Dagster imports)."""
