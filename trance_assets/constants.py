@@ -2,18 +2,25 @@
 
 # Asset groups (one per stage).
 INGEST = "ingest"
+TIER1 = "tier1"
 TIER2 = "tier2"
 TIER3 = "tier3"
+CORPUS = "corpus"
 
 # Concurrency pools (limits in dagster.yaml: `concurrency.pools`).
 POOL_HEAVY = "heavy"  # source separation and model training: one at a time on a 2-core machine
 
 # Partition sets.
 REFERENCE_TRACKS = "reference_tracks"
+GOLD_MELODIES = "gold_melodies"
 
 # Environment variables read when the code location loads.
 ENV_PROFILE = "TRANCE_PROFILE"
 ENV_STORAGE = "TRANCE_STORAGE"
 ENV_INBOX = "TRANCE_INBOX"
+# GigaMIDI source (Tier 3): a local folder of its parquet shards, or the hub config name + a token.
+ENV_GIGAMIDI_DIR = "TRANCE_GIGAMIDI_DIR"
+ENV_GIGAMIDI_CONFIG = "TRANCE_GIGAMIDI_CONFIG"
+ENV_HF_TOKEN = "HF_TOKEN"
 
 SENSOR_INTERVAL_SECONDS = 10

@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline headless, in-process, against the project's instance.
 
-Demo data → one sensor tick (partitions registered) → every per-track asset for every partition →
-every other asset → a summary. Runs are executed in this process (no daemon, no queue), recorded in
+Demo data → one tick of each sensor (reference tracks, gold MIDI: partitions registered) → every
+per-partition job for every partition → every other asset in dependency order (Tier 3 sources, the
+corpus, its formats and its card) → a summary. Runs are executed in this process (no daemon, no queue), recorded in
 the instance like any other run, so the UI shows them afterwards. Exit code 1 on any failure.
 """
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from .demo import inbox_has_audio, write_demo_data
-from .partitions import reference_tracks
+from .partitions import gold_melodies, reference_tracks
 
 # Progress is printed here; Dagster's own console logger only speaks up for warnings and errors.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -38,7 +39,7 @@ def _failure_message(result) -> str:
 
 def run_demo(log=print) -> int:
     from .definitions import defs, settings
-    from .sensors import reference_audio_sensor
+    from .sensors import gold_melodies_sensor, reference_audio_sensor
 
     t_start = time.perf_counter()
     instance = dg.DagsterInstance.get()
@@ -55,35 +56,42 @@ def run_demo(log=print) -> int:
 
     # The sensor only takes files that have settled (no write for `settle_seconds`).
     time.sleep(profile.settle_seconds)
-    log("[2/4] sensor tick: registering partitions")
-    ctx = dg.build_sensor_context(instance=instance, resources={"settings": settings}, definitions=defs)
-    tick = reference_audio_sensor(ctx)
-    for req in tick.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-    keys = sorted(instance.get_dynamic_partitions(reference_tracks.name))
-    log(f"      {len(keys)} partition(s) of {reference_tracks.name}")
-
+    log("[2/4] sensor ticks: registering partitions")
     stages: list[StageResult] = []
-    job = defs.resolve_job_def("reference_track_job")
-    per_track = StageResult(f"{job.name} ({', '.join(k.to_user_string() for k in job.asset_layer.executable_asset_keys)})")
-    log(f"[3/4] materializing {len(keys)} partition(s)")
-    for i, pk in enumerate(keys, start=1):
-        t0 = time.perf_counter()
-        result = job.execute_in_process(instance=instance, partition_key=pk, raise_on_error=False, run_config=QUIET, tags={"trance/launched_by": "make demo"})
-        dt = time.perf_counter() - t0
-        per_track.seconds += dt
-        if result.success:
-            per_track.ok += 1
-            log(f"      [{i:3d}/{len(keys)}] ok      {pk}  ({dt:.1f} s)")
-        else:
-            msg = _failure_message(result)
-            per_track.failed.append((pk, msg))
-            log(f"      [{i:3d}/{len(keys)}] FAILED  {pk}: {msg}")
-    stages.append(per_track)
+    partitioned = []
+    for sensor, partitions, job_name in (
+        (reference_audio_sensor, reference_tracks, "reference_track_job"),
+        (gold_melodies_sensor, gold_melodies, "gold_melody_job"),
+    ):
+        ctx = dg.build_sensor_context(instance=instance, resources={"settings": settings}, definitions=defs)
+        tick = sensor(ctx)
+        for req in tick.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+        keys = sorted(instance.get_dynamic_partitions(partitions.name))
+        log(f"      {len(keys)} partition(s) of {partitions.name}")
+        partitioned.append((defs.resolve_job_def(job_name), keys))
+
+    total_partitions = sum(len(k) for _, k in partitioned)
+    log(f"[3/4] materializing {total_partitions} partition(s)")
+    for job, keys in partitioned:
+        per_part = StageResult(f"{job.name} ({', '.join(k.to_user_string() for k in job.asset_layer.executable_asset_keys)})")
+        for i, pk in enumerate(keys, start=1):
+            t0 = time.perf_counter()
+            result = job.execute_in_process(instance=instance, partition_key=pk, raise_on_error=False, run_config=QUIET, tags={"trance/launched_by": "make demo"})
+            dt = time.perf_counter() - t0
+            per_part.seconds += dt
+            if result.success:
+                per_part.ok += 1
+                log(f"      [{i:3d}/{len(keys)}] ok      {pk}  ({dt:.1f} s)")
+            else:
+                msg = _failure_message(result)
+                per_part.failed.append((pk, msg))
+                log(f"      [{i:3d}/{len(keys)}] FAILED  {pk}: {msg}")
+        stages.append(per_part)
 
     graph = defs.resolve_asset_graph()
-    others = sorted((k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None), key=lambda k: k.to_user_string())
-    log(f"[4/4] materializing {len(others)} unpartitioned asset(s)")
+    others = [k for k in graph.toposorted_asset_keys if graph.get(k).partitions_def is None]
+    log(f"[4/4] materializing {len(others)} unpartitioned asset(s) in dependency order")
     global_job = defs.resolve_implicit_global_asset_job_def()
     for key in others:
         t0 = time.perf_counter()
@@ -106,7 +114,10 @@ def run_demo(log=print) -> int:
     for s in stages:
         for what, msg in s.failed:
             log(f"  failure: {what}: {msg}")
-    log(f"  partitions: {len(keys)}   failures: {total_failed}   wall time: {time.perf_counter() - t_start:.1f} s")
+    log(f"  partitions: {total_partitions}   failures: {total_failed}   wall time: {time.perf_counter() - t_start:.1f} s")
     log(f"  outputs: {settings.path('assets')}  (datasets: {settings.path('dataset')})")
+    card = settings.path("dataset", "corpus", "DATASET_CARD.md")
+    if card.exists():
+        log(f"  dataset card: {card}")
     log("  open the UI with `make run` to browse runs, metadata and lineage")
     return 1 if total_failed else 0

@@ -2,6 +2,9 @@
 
 import dagster as dg
 
-from .constants import REFERENCE_TRACKS
+from .constants import GOLD_MELODIES, REFERENCE_TRACKS
 
 reference_tracks = dg.DynamicPartitionsDefinition(name=REFERENCE_TRACKS)
+
+# One key per Tier 1 MIDI file in storage/dataset/tier1/ (same key scheme, relative to that folder).
+gold_melodies = dg.DynamicPartitionsDefinition(name=GOLD_MELODIES)

@@ -50,6 +50,15 @@ class SettingsResource(dg.ConfigurableResource):
             )
         return Path(root.path) / "inbox" / "reference_audio"
 
+    def local_dataset_dir(self, *parts: str):
+        """A local folder under <storage>/dataset/ that a sensor can watch (Tier 1 gold MIDI)."""
+        from pathlib import Path
+
+        root = self.storage_root
+        if root.protocol not in ("", "file", "local"):
+            raise ValueError(f"storage_url {self.storage_url!r} is remote; the Tier 1 folder must be local to be watched")
+        return Path(root.path).joinpath("dataset", *parts)
+
     def path(self, *parts: str) -> UPath:
         """A location under the storage root, e.g. settings.path('dataset', 'tier1')."""
         return self.storage_root.joinpath(*parts)

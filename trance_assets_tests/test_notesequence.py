@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -286,29 +283,3 @@ def test_tfrecord_of_notesequences(tmp_path: Path) -> None:
     back = [music_pb2.NoteSequence.FromString(b) for b in read_tfrecord(p)]
     assert back == seqs
     assert [s.id for s in back] == ["seq-0", "seq-1", "seq-2", "seq-3"]
-
-
-# ---- the light import ----------------------------------------------------------------------------
-
-
-def test_import_does_not_load_the_note_seq_package() -> None:
-    code = textwrap.dedent(
-        """
-        import sys
-        import trance_assets.formats.notesequence as m
-        assert "note_seq" not in sys.modules, "note_seq package imported"
-        ns = m.notesequence_from_arrays([0], [1], [60], [90], bpm=120, key="C")
-        import note_seq
-        import note_seq.protobuf.music_pb2
-        assert note_seq.protobuf.music_pb2 is m.music_pb2
-        assert note_seq.NoteSequence is m.music_pb2.NoteSequence
-        from note_seq.protobuf import music_pb2
-        assert music_pb2 is m.music_pb2
-        pm = note_seq.midi_io.note_sequence_to_pretty_midi(ns)
-        assert [n.pitch for n in pm.instruments[0].notes] == [60]
-        print("ok")
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"

@@ -6,6 +6,7 @@ import time
 import dagster as dg
 
 from ..constants import TIER3
+from .bulk import BULK_AUTOMATION
 from ..metadata import md_image, md_table
 from ..music.melody import MelodySet
 from ..music.pianoroll import piano_roll_png
@@ -16,7 +17,7 @@ from ..music.synthetic import SYNTHETIC_LICENSE, synthetic_melodies as make_synt
 from ..resources import SettingsResource
 
 
-@dg.asset(key=["tier3", "synthetic_melodies"], group_name=TIER3, code_version=f"rules-{RULES_VERSION}", kinds={"midi"})
+@dg.asset(key=["tier3", "synthetic_melodies"], group_name=TIER3, code_version=f"rules-{RULES_VERSION}", kinds={"midi"}, automation_condition=BULK_AUTOMATION)
 def synthetic_melodies(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.Output[MelodySet]:
     """Tier 3: rule-engine melodies across keys, progressions, densities and registers (labelled synthetic)."""
     profile = settings.get_profile()

@@ -22,22 +22,14 @@ What is filled in (see /work/shared/docs/MAGENTA-FACTS.md for what Magenta expec
 and the program-change message do), so 81 is written as 80; `notesequence_to_arrays` converts back
 to 1-based.
 
-`music_pb2` is loaded on its own: importing the `note_seq` package runs its `__init__`, which pulls in
-pandas, bokeh, scipy, librosa ... (~1.3 s). The generated `music_pb2` module needs only protobuf, so
-when `note_seq` is not imported yet it is executed from its file under its real name
-(`note_seq.protobuf.music_pb2`, same module object and message classes as a later `import note_seq`
-uses), and `note_seq.protobuf.music_pb2` is re-attached when the package is imported later.
+Importing this module imports the `note_seq` package (about 1.5 s: its `__init__` pulls in pandas,
+bokeh, librosa, ...); modules loaded with the code location import it lazily.
 
 No Dagster imports: this module is part of the domain core.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,75 +46,9 @@ __all__ = [
     "notesequence_to_arrays",
 ]
 
-_MUSIC_PB2 = "note_seq.protobuf.music_pb2"
-_PROTOBUF_PKG = "note_seq.protobuf"
-
-
-class _ReattachMusicPb2(importlib.abc.MetaPathFinder):
-    """One-shot finder: when `note_seq.protobuf` is imported for real, set its `music_pb2` attribute.
-
-    Needed because a submodule that is already in `sys.modules` is not attached to its parent
-    package when the package is imported afterwards.
-    """
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != _PROTOBUF_PKG:
-            return None
-        try:
-            sys.meta_path.remove(self)
-        except ValueError:
-            pass
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        spec.loader = _AttachingLoader(spec.loader)
-        return spec
-
-
-class _AttachingLoader(importlib.abc.Loader):
-    def __init__(self, inner) -> None:
-        self._inner = inner
-
-    def create_module(self, spec):
-        return self._inner.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        self._inner.exec_module(module)
-        pb2 = sys.modules.get(_MUSIC_PB2)
-        if pb2 is not None and not hasattr(module, "music_pb2"):
-            module.music_pb2 = pb2
-
-    def __getattr__(self, name):  # get_filename, get_source, ... for tracebacks and inspect
-        return getattr(self._inner, name)
-
-
-def _load_music_pb2():
-    if _MUSIC_PB2 in sys.modules:
-        return sys.modules[_MUSIC_PB2]
-    if "note_seq" not in sys.modules:
-        try:
-            pkg = importlib.util.find_spec("note_seq")  # top level: does not run __init__
-            locations = list(pkg.submodule_search_locations or []) if pkg else []
-            file = os.path.join(locations[0], "protobuf", "music_pb2.py") if locations else ""
-            if os.path.isfile(file):
-                spec = importlib.util.spec_from_file_location(_MUSIC_PB2, file)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[_MUSIC_PB2] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    sys.modules.pop(_MUSIC_PB2, None)
-                    raise
-                sys.meta_path.insert(0, _ReattachMusicPb2())
-                return module
-        except ImportError:
-            pass
-    from note_seq.protobuf import music_pb2 as module  # the ordinary (slow) way
-
-    return module
-
-
-music_pb2 = _load_music_pb2()
+# Importing note_seq costs about 1.5 s: callers that are imported at code-location load import this
+# module lazily (see corpus.export).
+from note_seq.protobuf import music_pb2  # noqa: E402
 
 TICKS_PER_QUARTER = 220  # pretty_midi's and Magenta's default resolution
 DEFAULT_PROGRAM = 81  # 1-based GM "Lead 1 (square)"; 80 on the wire

@@ -1,0 +1,1 @@
+"""The corpus: example table, augmentation, quality filter, splits, dataset card (domain core, no Dagster imports)."""
