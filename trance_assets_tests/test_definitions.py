@@ -16,9 +16,19 @@ from trance_assets.definitions import defs
 from trance_assets.profiles import get_profile
 
 PACKAGE = Path(trance_assets.__file__).parent
-CORE_PACKAGES = ("music", "audio", "formats")
-CORE_MODULES = ("inbox.py", "storage.py", "profiles.py", "demo.py", "review.py")
+CORE_PACKAGES = ("music", "audio", "formats", "bulk", "corpus")
+CORE_MODULES = ("inbox.py", "gold_inbox.py", "storage.py", "profiles.py", "demo.py", "review.py")
 PER_TRACK = {"reference_audio", "tier2/separated_lead", "tier2/transcription", "tier2/melody"}
+CORPUS_ASSETS = (
+    "corpus/augmented",
+    "corpus/filtered",
+    "corpus/spot_check",
+    "corpus/splits",
+    "corpus/remi_tokens",
+    "corpus/notesequence_tfrecords",
+    "corpus/metadata",
+    "corpus/dataset_card",
+)
 
 
 def test_definitions_load():
@@ -34,7 +44,11 @@ def test_asset_keys_and_groups():
         "tier2/transcription": "tier2",
         "tier2/melody": "tier2",
         "tier2/review_queue": "tier2",
+        "tier1/melody": "tier1",
         "tier3/synthetic_melodies": "tier3",
+        "tier3/gigamidi_melodies": "tier3",
+        "tier3/public_domain_melodies": "tier3",
+        **{key: "corpus" for key in CORPUS_ASSETS},
     }
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
         ("tier2/melody", "non_empty"),
@@ -42,12 +56,23 @@ def test_asset_keys_and_groups():
         ("tier2/melody", "scale_compliance"),
         ("tier2/melody", "tier2_rules"),
         ("tier2/review_queue", "review_batches_pass"),
+        ("tier1/melody", "tier1_rules"),
         ("tier3/synthetic_melodies", "synthetic_melodies_pass_quality"),
+        ("corpus/filtered", "filtered_satisfies_every_rule"),
+        ("corpus/spot_check", "spot_check_flag_rate"),
+        ("corpus/splits", "no_leakage"),
+        ("corpus/dataset_card", "tier1_count"),
+        ("corpus/dataset_card", "tier2_count"),
+        ("corpus/dataset_card", "tier3_count"),
+        ("corpus/dataset_card", "remi_roundtrip_100"),
+        ("corpus/dataset_card", "notesequence_complete"),
+        ("corpus/dataset_card", "remi_complete"),
     }
     tracks = dg.DynamicPartitionsDefinition(name="reference_tracks")
     for key in PER_TRACK:
         assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def == tracks, key
-    for key in ("tier2/review_queue", "tier3/synthetic_melodies"):
+    assert graph.get(dg.AssetKey(["tier1", "melody"])).partitions_def == dg.DynamicPartitionsDefinition(name="gold_melodies")
+    for key in ("tier2/review_queue", "tier3/synthetic_melodies", "tier3/gigamidi_melodies", "tier3/public_domain_melodies", *CORPUS_ASSETS):
         assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def is None, key
     assert graph.get(dg.AssetKey("reference_audio")).code_version == "1"
     # The per-track chain, in order of dependency.
@@ -59,6 +84,20 @@ def test_asset_keys_and_groups():
         "tier2/transcription",
     }
     assert graph.get(dg.AssetKey(["tier2", "review_queue"])).parent_keys == {dg.AssetKey(["tier2", "melody"])}
+    # The corpus reads every tier, then runs as a chain.
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey(["corpus", "augmented"])).parent_keys} == {
+        "tier1/melody",
+        "tier2/melody",
+        "tier2/review_queue",
+        "tier3/synthetic_melodies",
+        "tier3/gigamidi_melodies",
+        "tier3/public_domain_melodies",
+    }
+    parents = {key: {k.to_user_string() for k in graph.get(dg.AssetKey.from_user_string(key)).parent_keys} for key in CORPUS_ASSETS}
+    assert parents["corpus/filtered"] == {"corpus/augmented"}
+    assert parents["corpus/spot_check"] == parents["corpus/splits"] == {"corpus/filtered"}
+    assert parents["corpus/remi_tokens"] == parents["corpus/notesequence_tfrecords"] == parents["corpus/metadata"] == {"corpus/splits"}
+    assert parents["corpus/dataset_card"] == {"corpus/augmented", "corpus/splits", "corpus/remi_tokens", "corpus/notesequence_tfrecords", "corpus/metadata"}
 
 
 def test_separation_runs_in_the_heavy_pool():
@@ -77,13 +116,31 @@ def test_sensor_and_job():
     automation = defs.resolve_sensor_def("automation_condition_sensor")
     assert isinstance(automation, dg.AutomationConditionSensorDefinition)
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING
-    assert dg.AssetKey(["tier2", "review_queue"]) in automation.asset_selection.resolve(defs.resolve_asset_graph())
+    automated = automation.asset_selection.resolve(defs.resolve_asset_graph())
+    assert dg.AssetKey(["tier2", "review_queue"]) in automated
+    assert {dg.AssetKey.from_user_string(k) for k in CORPUS_ASSETS} <= automated
+    assert {dg.AssetKey(["tier3", "gigamidi_melodies"]), dg.AssetKey(["tier3", "public_domain_melodies"]), dg.AssetKey(["tier3", "synthetic_melodies"])} <= automated
     # Every automatable asset has a running sensor: Dagster adds no (stopped) default one.
-    assert {s.name for s in defs.get_repository_def().sensor_defs} == {"reference_audio_sensor", "automation_condition_sensor"}
+    repo = defs.get_repository_def()
+    assert {s.name for s in repo.sensor_defs} == {"reference_audio_sensor", "gold_melodies_sensor", "automation_condition_sensor"}
+    gold_sensor = defs.resolve_sensor_def("gold_melodies_sensor")
+    assert gold_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert gold_sensor.job_name == "gold_melody_job"
     job = defs.resolve_job_def("reference_track_job")
     assert job.partitions_def == dg.DynamicPartitionsDefinition(name="reference_tracks")
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == PER_TRACK
-    assert {"settings", "io_manager", "separator", "transcriber"} <= set(defs.resources)
+    gold_job = defs.resolve_job_def("gold_melody_job")
+    assert gold_job.partitions_def == dg.DynamicPartitionsDefinition(name="gold_melodies")
+    assert {k.to_user_string() for k in gold_job.asset_layer.selected_asset_keys} == {"tier1/melody"}
+    assert {"reference_track_job", "gold_melody_job"} <= {j.name for j in repo.get_all_jobs()}
+    schedules = {s.name: s for s in repo.schedule_defs}
+    assert set(schedules) == {"nightly_reference_tracks_backfill", "nightly_gold_backfill"}
+    for s in schedules.values():
+        assert s.default_status == dg.DefaultScheduleStatus.RUNNING, s.name
+        assert s.cron_schedule == "0 3 * * *", s.name
+    assert schedules["nightly_reference_tracks_backfill"].job_name == "reference_track_job"
+    assert schedules["nightly_gold_backfill"].job_name == "gold_melody_job"
+    assert {"settings", "io_manager", "separator", "transcriber", "gigamidi"} <= set(defs.resources)
 
 
 def test_synthetic_melodies_materialize_and_pass_their_check(settings, resources, instance):

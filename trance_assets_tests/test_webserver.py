@@ -123,8 +123,8 @@ def test_code_location_loads_with_assets_and_sensor(webserver):
     sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
     # No implicit default_automation_condition_sensor (it would start STOPPED): the project's own
     # automation sensor (review_queue's refresh) runs from the start.
-    assert sensors == {"reference_audio_sensor": "RUNNING", "automation_condition_sensor": "RUNNING"}
-    assert "reference_track_job" in {j["name"] for j in repo["jobs"]}
+    assert sensors == {"reference_audio_sensor": "RUNNING", "gold_melodies_sensor": "RUNNING", "automation_condition_sensor": "RUNNING"}
+    assert {"reference_track_job", "gold_melody_job"} <= {j["name"] for j in repo["jobs"]}
 
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert {k: (n["groupName"], n["isPartitioned"]) for k, n in nodes.items()} == {
@@ -133,7 +133,13 @@ def test_code_location_loads_with_assets_and_sensor(webserver):
         "tier2/transcription": ("tier2", True),
         "tier2/melody": ("tier2", True),
         "tier2/review_queue": ("tier2", False),
+        "tier1/melody": ("tier1", True),
         "tier3/synthetic_melodies": ("tier3", False),
+        "tier3/gigamidi_melodies": ("tier3", False),
+        "tier3/public_domain_melodies": ("tier3", False),
+        **{f"corpus/{name}": ("corpus", False) for name in (
+            "augmented", "filtered", "spot_check", "splits", "remi_tokens", "notesequence_tfrecords", "metadata", "dataset_card"
+        )},
     }
 
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ..bulk.gigamidi import LICENCE as GIGAMIDI_LICENCE
 from ..bulk.gigamidi import GigaMidiConfig, gigamidi_melodies as read_gigamidi
-from ..bulk.public_domain import PD_LICENCE, public_domain_melodies as read_public_domain
+from ..bulk.public_domain import COLLECTION_LICENCES, public_domain_melodies as read_public_domain
 from ..constants import ENV_GIGAMIDI_CONFIG, ENV_GIGAMIDI_DIR, ENV_HF_TOKEN, TIER3
 from ..metadata import md_image, md_table
 from ..music.melody import MelodySet
@@ -115,7 +115,7 @@ def public_domain_melodies(context: dg.AssetExecutionContext, settings: Settings
     report = dict(result.report)
     meta = {
         "count": len(melodies),
-        "licence": PD_LICENCE,
+        "licences": md_table([{"collection": c, "licence": COLLECTION_LICENCES.get(c, "")} for c in p.public_domain_collections]),
         "retimed_to_bpm": p.public_domain_bpm,
         "collections": ", ".join(p.public_domain_collections),
         "seconds": round(seconds, 2),

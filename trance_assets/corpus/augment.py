@@ -10,8 +10,9 @@ For every source example (already `normalise`d), with an `AugmentPolicy`:
 - **octave ±1**, only where the range permits: the shifted notes must stay within
   `octave_bounds` (default MIDI 48-96, the register of trance leads).
 - **velocity ±10, in place**: every copy (not the source) gets per-note velocity offsets drawn
-  uniformly from -10…+10 by a generator seeded with the copy's id (clipped to 1-127), so a copy is
-  identical on every run and the offsets differ between copies.
+  uniformly from -10…+10 by a generator seeded with the CRC-32 of the copy's id (clipped to 1-127),
+  so a copy is identical on every run and the offsets differ between copies; recorded as
+  `velocity:±10`.
 
 Copies are not combined (a transposed copy keeps the source tempo): ×(1 + 11 + 4 + ≤2) per source.
 Copies whose notes would leave MIDI 0-127 are skipped and counted.

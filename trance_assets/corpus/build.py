@@ -60,7 +60,7 @@ def tier1_examples(melodies: dict[str, Melody]) -> tuple[list[Example], list[dic
                     link=link_for_track(ref),
                     title=a.get("title", ""),
                     name=pk,
-                    provenance={k: a.get(k) for k in ("file", "sha256", "title", "artist", "verified_by", "verified_on", "manifest_row_hash", "lead_track", "key_source", "bpm_source", "reference_track", "reference_partition")}
+                    provenance={k: a.get(k) for k in ("file", "sha256", "title", "artist", "verified_by", "verified_on", "manifest_row_hash", "lead_track_index", "lead_track_name", "lead_track_reason", "key_source", "bpm_source", "chords_source", "reference_track", "reference_partition", "warnings", "code_version")}
                     | {"partition": pk},
                 )
             )
@@ -89,7 +89,7 @@ def tier2_examples(melodies: dict[str, Melody], eligible: dict[str, bool] | None
                     link=link_for_track(pk),
                     title=a.get("title", "") or pk,
                     name=pk,
-                    provenance={k: a.get(k) for k in ("source_sha256", "extraction_method", "date_added", "partition_key", "extraction_version")},
+                    provenance={k: a.get(k) for k in ("source_sha256", "extraction_method", "date_added", "partition_key", "extraction_version", "code_version")},
                 )
             )
         )

@@ -13,7 +13,7 @@ Identity and provenance:
   was made from (None for a source).
 - `transforms`: every change applied since the source file, in order — the normalisation
   (`quantise:1/16`, `trim:<n>bars`) and the augmentations (`transpose:+3`, `tempo:x0.95`,
-  `octave:-1`, `velocity:±10@<seed>`).
+  `octave:-1`, `velocity:±10`).
 - `link`: a composition identity shared across tiers (a Tier 1 file and the Tier 2 extraction of the
   same reference track carry the same link), so the splitter keeps them together.
 - `provenance`: source-specific facts (manifest row, partition key, GigaMIDI md5 and track, music21
@@ -171,7 +171,8 @@ def example_from_melody(
         tempo_meaningful=tempo_meaningful,
         program=melody.program,
         title=title or melody.name,
-        provenance=dict(provenance or {}),
+        # What the source file said, before any transform (copies share this dict).
+        provenance={**(provenance or {}), "source_key": melody.key, "source_bpm": float(melody.bpm)},
     )
 
 
@@ -258,7 +259,10 @@ def to_table(examples: Sequence[Example], extra: dict[str, Sequence] | None = No
         if isinstance(dtype, pl.List):
             inner = np.float64 if dtype.inner == pl.Float64 else np.int16
             values = cols[name] if name == "transforms" else [np.asarray(a, dtype=inner) for a in cols[name]]
-            series.append(pl.Series(name, values, dtype=dtype))
+            s = pl.Series(name, values, dtype=dtype)
+            if s.dtype != dtype:  # equal-length numpy arrays come out as a fixed-size Array column
+                s = s.cast(dtype)
+            series.append(s)
         else:
             series.append(pl.Series(name, cols[name], dtype=dtype))
     df = pl.DataFrame(series)

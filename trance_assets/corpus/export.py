@@ -109,7 +109,7 @@ def example_metadata(ex: Example, *, split: str, group: str, original_key: str, 
             "augmentation": [t for t in ex.transforms if t.split(":")[0] in ("transpose", "tempo", "octave", "velocity")],
             "quality": quality,
             "remi_tokens": remi_tokens,
-            "code_versions": {"source_step": ex.provenance.get("code_version", ""), **code_versions},
+            "code_versions": {"source_step": ex.provenance.get("code_version") or "", **code_versions},
             "files": {
                 "notesequences": f"{split}/{TFRECORD_NAME}",
                 "remi_tokens": f"{split}/{REMI_NAME}",
@@ -122,8 +122,6 @@ def example_metadata(ex: Example, *, split: str, group: str, original_key: str, 
 def write_metadata(root: UPath, splits: pl.DataFrame, code_versions: dict) -> dict[str, dict]:
     """`<split>/metadata/<example_id>.json` for every example, plus `examples.parquet` (an index of
     every example's metadata without its notes) at the corpus root."""
-    sources = splits.filter(pl.col("parent").is_null()).select("example_id", "key", "bpm")
-    originals = {r[0]: (r[1], r[2]) for r in sources.iter_rows()}
     out: dict[str, dict] = {}
     index_rows = []
     for split in SPLITS:
@@ -134,7 +132,7 @@ def write_metadata(root: UPath, splits: pl.DataFrame, code_versions: dict) -> di
         ntok = part["remi_ids"].list.len().to_list()
         metas = []
         for ex, g, q, nt in zip(examples, groups, quality, ntok):
-            ok, ob = originals.get(ex.source_id, (ex.key, ex.bpm))
+            ok, ob = ex.provenance.get("source_key", ex.key), ex.provenance.get("source_bpm", ex.bpm)
             metas.append(example_metadata(ex, split=split, group=g, original_key=ok, original_bpm=ob, quality=json.loads(q), code_versions=code_versions, remi_tokens=nt))
 
         def fill(folder: Path, metas=metas) -> None:

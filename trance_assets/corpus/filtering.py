@@ -9,7 +9,7 @@ Rules (thresholds per tier from the profile, see `thresholds_for`):
 | `bpm`             | tempo, only where the source's tempo is meaningful       |
 | `polyphony`       | share of onsets that overlap a still-sounding note       |
 | `scale_compliance`| share of notes in the key (minor: natural ∪ harmonic)    |
-| `remi_roundtrip`  | notes that did not come back from MidiTok REMI (0 = exact) |
+| `remi_roundtrip`  | differences after MidiTok REMI: notes lost + notes that appeared (0 = exact; a changed note counts 2) |
 
 The REMI rule encodes the example with the project's tokenizer (`formats.remi`) and decodes it:
 every note's pitch, onset and duration must come back exactly at the tokenizer's resolution (16th
