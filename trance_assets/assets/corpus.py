@@ -174,7 +174,7 @@ def filtered(context: dg.AssetExecutionContext, settings: SettingsResource, augm
             "checked_now": out.checked,
             "verdicts_reused": out.reused,
             "seconds": round(out.seconds, 3),
-            "examples_per_second": round(out.checked / out.seconds, 1) if out.seconds > 0 and out.checked else None,
+            "checked_per_second": round(out.checked / out.seconds, 1) if out.seconds > 0 and out.checked else None,
             "thresholds": dg.MetadataValue.json({f"tier{t}": th.__dict__ for t, th in thresholds.items()}),
             "yield_by_tier": md_table(yields),
             "rejections_by_rule": md_table(by_rule),

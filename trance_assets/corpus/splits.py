@@ -11,8 +11,11 @@ Groups (union-find over source examples):
 A group's tier is the lowest tier among its members (a Tier 1 ↔ Tier 2 group follows Tier 1, whose
 test part is the evaluation's reference corpus). Within a tier, groups are ordered by a seeded hash
 of the group id and each goes to the split furthest below its share of the tier's examples
-(relative deficit; ties go to train, then validation, then test). The same inputs always give the
-same assignment, and adding a group never moves another group unless the tier's shares change.
+(relative deficit; ties go to train, then validation, then test). The same set of groups always
+gives the same assignment, whatever the input order. The shares stay close to 80/10/10 even for a
+tier of a few groups; the price is that adding groups to a tier can move groups that come later in
+the hash order to another split (a model trained on an earlier corpus should be evaluated on the
+test split of that same corpus version).
 
 `leakage` is the independent proof the asset check runs: no group and no interval sequence in two
 splits.
