@@ -111,7 +111,7 @@ def augmented(context: dg.AssetExecutionContext, settings: SettingsResource) -> 
     outcome = augment_incremental(sources, p.augment_policy(), previous)
     table = outcome.table
     counts = (
-        table.group_by(["tier", "source"]).agg(pl.col("source_id").n_unique().alias("sources"), pl.len().alias("examples"), pl.first("licence").alias("licence")).sort(["tier", "source"])
+        table.group_by(["tier", "source"]).agg(pl.col("source_id").n_unique().alias("sources"), pl.len().alias("examples"), pl.col("licence").unique().sort().str.join("; ").alias("licences")).sort(["tier", "source"])
         if len(table)
         else pl.DataFrame()
     )
@@ -489,7 +489,7 @@ def dataset_card(context: dg.AssetExecutionContext, settings: SettingsResource, 
     for (tier, source), part in sorted(augmented.group_by(["tier", "source"]), key=lambda kv: kv[0]):
         acc = splits.filter((pl.col("tier") == tier) & (pl.col("source") == source))
         source_counts.append({
-            "tier": tier, "source": source, "licence": part["licence"][0],
+            "tier": tier, "source": source, "licence": "; ".join(sorted(set(part["licence"].to_list()))),
             "sources": part["source_id"].n_unique(), "augmented": len(part), "accepted": len(acc),
             "yield": round(len(acc) / len(part), 3) if len(part) else None,
         })

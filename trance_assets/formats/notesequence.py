@@ -30,6 +30,7 @@ No Dagster imports: this module is part of the domain core.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,7 +49,9 @@ __all__ = [
 
 # Importing note_seq costs about 1.5 s: callers that are imported at code-location load import this
 # module lazily (see corpus.export).
-from note_seq.protobuf import music_pb2  # noqa: E402
+with warnings.catch_warnings():  # note_seq imports pydub, which warns when ffmpeg is absent (unused here)
+    warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
+    from note_seq.protobuf import music_pb2  # noqa: E402
 
 TICKS_PER_QUARTER = 220  # pretty_midi's and Magenta's default resolution
 DEFAULT_PROGRAM = 81  # 1-based GM "Lead 1 (square)"; 80 on the wire
