@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -80,6 +81,118 @@ def _cmd_extract(args) -> int:
     return 1 if failures else 0
 
 
+def _cmd_generate(args) -> int:
+    """One melody from a registered generator backend, written as MIDI."""
+    from .generation.base import get_generator
+    from .storage import as_upath, atomic_write_bytes
+
+    options = {}
+    for item in args.option or []:
+        name, _, value = item.partition("=")
+        try:
+            options[name] = json.loads(value)
+        except ValueError:
+            options[name] = value
+    try:
+        gen = get_generator(args.backend, **options)
+        chords = args.chords.split() if args.chords else None
+        melody = gen.generate(args.key, args.bpm, chords or _default_chords(args.key), args.bars, args.seed)
+    except (KeyError, ValueError) as err:
+        print(f"trance-assets generate: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    target = atomic_write_bytes(as_upath(args.out), melody.to_midi_bytes())
+    info = gen.info.to_dict()
+    print(json.dumps({"out": str(target), "generator": info, "key": melody.key, "bpm": melody.bpm, "bars": args.bars, "seed": args.seed, "notes": len(melody.notes), "chords": [c.symbol for c in melody.chords]}))
+    return 0
+
+
+def _default_chords(key: str) -> list[str]:
+    from .music.theory import default_progression, parse_key
+
+    return list(default_progression(parse_key(key)))
+
+
+def _midi_inputs(paths: list[str]) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in (".mid", ".midi") and q.is_file()))
+        else:
+            out.append(p)
+    return out
+
+
+def _cmd_score(args) -> int:
+    """Metrics and composite of MIDI files as JSON lines (stdout), a summary table on stderr."""
+    from .evaluation.metrics import score_melody
+    from .music.melody import ChordSpan, MidiError, melody_from_midi
+    from .music.theory import parse_chord, parse_key
+
+    reference_pc = None
+    if args.reference:
+        ref = json.loads(Path(args.reference).read_text())
+        reference_pc = ref.get("pitch_class_histogram")
+        if reference_pc is None:
+            print(f"trance-assets score: {args.reference} has no 'pitch_class_histogram' (not a reference_stats.json?)", file=sys.stderr)
+            return 2
+    try:
+        key = parse_key(args.key).name if args.key else None
+        chords = [parse_chord(c).symbol for c in args.chords.split()] if args.chords else None
+    except ValueError as err:
+        print(f"trance-assets score: {err}", file=sys.stderr)
+        return 2
+    files = _midi_inputs(args.files)
+    if not files:
+        print("trance-assets score: no MIDI files found", file=sys.stderr)
+        return 2
+    rows, failures = [], 0
+    for f in files:
+        try:
+            m = melody_from_midi(f, key=key)
+        except (MidiError, OSError) as err:
+            failures += 1
+            print(json.dumps({"file": str(f), "error": str(err)}))
+            rows.append({"file": f.name, "composite": "error"})
+            continue
+        key_source = "given" if key else ("file" if _has_key_signature(f) else "estimated")
+        if chords:
+            bars = max(1, int(-(-m.length_beats // 4)))
+            m = m.__class__(m.notes, m.bpm, m.key, tuple(ChordSpan(chords[b % len(chords)], 4.0 * b, 4.0) for b in range(bars)), m.bars, m.program, m.name, m.attributes)
+        chords_source = "given" if chords else ("file" if m.chords else "inferred")
+        scored = score_melody(m, reference_pc=reference_pc)
+        print(json.dumps({"file": str(f), "key": m.key, "key_source": key_source, "chords_source": chords_source, **scored}, default=_json_default))
+        rows.append({"file": f.name, "key": m.key, **{k: scored.get(k) for k in ("pitch_entropy", "chord_tone_ratio", "self_similarity_8", "kl_to_reference", "composite")}})
+    cols = ["file", "key", "pitch_entropy", "chord_tone_ratio", "self_similarity_8", "kl_to_reference", "composite"]
+
+    def cell(v):
+        return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    widths = {c: max(len(c), *(len(cell(r.get(c))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols), file=sys.stderr)
+    for r in rows:
+        print("  ".join(cell(r.get(c)).ljust(widths[c]) for c in cols), file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _has_key_signature(path: Path) -> bool:
+    import mido
+
+    try:
+        return any(msg.type == "key_signature" for track in mido.MidiFile(str(path)).tracks for msg in track)
+    except Exception:
+        return False
+
+
+def _json_default(v):
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
 def _cmd_demo(args) -> int:
     from .headless import run_demo
     from .instance_home import prepare_dagster_home
@@ -144,6 +257,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="also print each file's sidecar as one JSON line on stdout")
     p.add_argument("--progress", action="store_true", help="show the progress bar even for one file")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("generate", help="generate one melody with a registered backend and write it as MIDI")
+    p.add_argument("--backend", default="rules", help="generator backend (default: rules)")
+    p.add_argument("--key", default="Am")
+    p.add_argument("--bpm", type=float, default=140.0)
+    p.add_argument("--chords", default="", help='chord progression, one symbol per bar, e.g. "Am F C G" (default: the key\'s default progression)')
+    p.add_argument("--bars", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--option", action="append", metavar="NAME=VALUE", help="a backend option, e.g. density=0.7 (repeatable)")
+    p.add_argument("--out", required=True, help="output .mid (local path or fsspec URL)")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("score", help="evaluation metrics and composite of MIDI files (JSON lines on stdout, a table on stderr)")
+    p.add_argument("files", nargs="+", help="MIDI files or folders")
+    p.add_argument("--key", help="key of every file (default: the file's key signature, else estimated)")
+    p.add_argument("--chords", help='chord progression, one symbol per bar, cycled (default: the file\'s chord markers, else inferred per bar)')
+    p.add_argument("--reference", help="reference_stats.json (enables kl_to_reference)")
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("demo", help="materialize everything headless (what `make demo` runs)")
     p.add_argument("--project-dir", default=".", help="folder holding dagster.yaml and workspace.yaml")

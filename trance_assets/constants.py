@@ -6,6 +6,7 @@ TIER1 = "tier1"
 TIER2 = "tier2"
 TIER3 = "tier3"
 CORPUS = "corpus"
+EVALUATION = "evaluation"
 
 # Concurrency pools (limits in dagster.yaml: `concurrency.pools`).
 POOL_HEAVY = "heavy"  # source separation and model training: one at a time on a 2-core machine

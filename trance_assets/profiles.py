@@ -50,6 +50,21 @@ class Profile:
     split_seed: int = 0
     spot_check_per_tier: int = 20
     corpus_workers: int = 2
+    # evaluation: the fixed prompt set, the configurations compared, the listening test, the gate
+    evaluation_prompts: int = 20
+    evaluation_bars: int = 16
+    evaluation_bpm: float = 140.0
+    evaluation_seed: int = 0
+    # (configuration name, backend, JSON options)
+    evaluation_configs: tuple[tuple[str, str, str], ...] = (
+        ("rules", "rules", "{}"),
+        ("rules-dense", "rules", '{"density": 0.75, "chord_tone_bias": 0.7}'),
+    )
+    reference_source: str = "test"  # "test": Tier 1 test split (kept out of training); "all": all of Tier 1
+    listening_configs: tuple[str, str] = ("rules", "rules-dense")
+    listening_pairs: int = 10
+    gate_composite_ratio: float = 0.90
+    gate_listening_win_rate: float = 0.70
     # success criteria (source melodies before augmentation; the plan's numbers in `full`)
     min_tier1_sources: int = 10
     min_tier2_sources: int = 6
@@ -91,6 +106,8 @@ PROFILES: dict[str, Profile] = {
         public_domain_count=2000,
         gigamidi_max_files=0,
         spot_check_per_tier=30,
+        evaluation_prompts=100,
+        listening_pairs=40,
         min_tier1_sources=50,
         min_tier2_sources=300,
         min_tier3_sources=500,

@@ -1,0 +1,1 @@
+"""Evaluation of generated melodies: metrics, prompt sets, statistics and listening tests."""

@@ -1,0 +1,1 @@
+"""Melody generators behind one protocol, and the registry the benchmark and the CLI use (domain core)."""
