@@ -119,5 +119,8 @@ def run_demo(log=print) -> int:
     card = settings.path("dataset", "corpus", "DATASET_CARD.md")
     if card.exists():
         log(f"  dataset card: {card}")
+    report = settings.path("evaluation", "benchmark_report.html")
+    if report.exists():
+        log(f"  benchmark report: {report}")
     log("  open the UI with `make run` to browse runs, metadata and lineage")
     return 1 if total_failed else 0
