@@ -16,7 +16,7 @@ from trance_assets.definitions import defs
 from trance_assets.profiles import get_profile
 
 PACKAGE = Path(trance_assets.__file__).parent
-CORE_PACKAGES = ("music", "audio", "formats", "bulk", "corpus")
+CORE_PACKAGES = ("music", "audio", "formats", "bulk", "corpus", "evaluation", "generation")
 CORE_MODULES = ("inbox.py", "gold_inbox.py", "storage.py", "profiles.py", "demo.py", "review.py")
 PER_TRACK = {"reference_audio", "tier2/separated_lead", "tier2/transcription", "tier2/melody"}
 CORPUS_ASSETS = (
@@ -28,6 +28,12 @@ CORPUS_ASSETS = (
     "corpus/notesequence_tfrecords",
     "corpus/metadata",
     "corpus/dataset_card",
+)
+EVALUATION_ASSETS = (
+    "evaluation/reference_stats",
+    "evaluation/listening_test_kit",
+    "evaluation/listening_test_results",
+    "evaluation/benchmark_report",
 )
 
 
@@ -49,6 +55,7 @@ def test_asset_keys_and_groups():
         "tier3/gigamidi_melodies": "tier3",
         "tier3/public_domain_melodies": "tier3",
         **{key: "corpus" for key in CORPUS_ASSETS},
+        **{key: "evaluation" for key in EVALUATION_ASSETS},
     }
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
         ("tier2/melody", "non_empty"),
@@ -72,7 +79,7 @@ def test_asset_keys_and_groups():
     for key in PER_TRACK:
         assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def == tracks, key
     assert graph.get(dg.AssetKey(["tier1", "melody"])).partitions_def == dg.DynamicPartitionsDefinition(name="gold_melodies")
-    for key in ("tier2/review_queue", "tier3/synthetic_melodies", "tier3/gigamidi_melodies", "tier3/public_domain_melodies", *CORPUS_ASSETS):
+    for key in ("tier2/review_queue", "tier3/synthetic_melodies", "tier3/gigamidi_melodies", "tier3/public_domain_melodies", *CORPUS_ASSETS, *EVALUATION_ASSETS):
         assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def is None, key
     assert graph.get(dg.AssetKey("reference_audio")).code_version == "1"
     # The per-track chain, in order of dependency.
@@ -98,6 +105,13 @@ def test_asset_keys_and_groups():
     assert parents["corpus/spot_check"] == parents["corpus/splits"] == {"corpus/filtered"}
     assert parents["corpus/remi_tokens"] == parents["corpus/notesequence_tfrecords"] == parents["corpus/metadata"] == {"corpus/splits"}
     assert parents["corpus/dataset_card"] == {"corpus/augmented", "corpus/splits", "corpus/remi_tokens", "corpus/notesequence_tfrecords", "corpus/metadata"}
+    # Evaluation: reference statistics from the splits, the listening kit stands alone, its results
+    # follow it, and the benchmark report reads the statistics, the splits and the listening results.
+    ev = {key: {k.to_user_string() for k in graph.get(dg.AssetKey.from_user_string(key)).parent_keys} for key in EVALUATION_ASSETS}
+    assert ev["evaluation/reference_stats"] == {"corpus/splits"}
+    assert ev["evaluation/listening_test_kit"] == set()
+    assert ev["evaluation/listening_test_results"] == {"evaluation/listening_test_kit"}
+    assert ev["evaluation/benchmark_report"] == {"evaluation/reference_stats", "corpus/splits", "evaluation/listening_test_results"}
 
 
 def test_separation_runs_in_the_heavy_pool():
@@ -118,7 +132,7 @@ def test_sensor_and_job():
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     automated = automation.asset_selection.resolve(defs.resolve_asset_graph())
     assert dg.AssetKey(["tier2", "review_queue"]) in automated
-    assert {dg.AssetKey.from_user_string(k) for k in CORPUS_ASSETS} <= automated
+    assert {dg.AssetKey.from_user_string(k) for k in (*CORPUS_ASSETS, *EVALUATION_ASSETS)} <= automated
     assert {dg.AssetKey(["tier3", "gigamidi_melodies"]), dg.AssetKey(["tier3", "public_domain_melodies"]), dg.AssetKey(["tier3", "synthetic_melodies"])} <= automated
     # Every automatable asset has a running sensor: Dagster adds no (stopped) default one.
     repo = defs.get_repository_def()

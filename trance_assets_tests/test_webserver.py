@@ -140,6 +140,9 @@ def test_code_location_loads_with_assets_and_sensor(webserver):
         **{f"corpus/{name}": ("corpus", False) for name in (
             "augmented", "filtered", "spot_check", "splits", "remi_tokens", "notesequence_tfrecords", "metadata", "dataset_card"
         )},
+        **{f"evaluation/{name}": ("evaluation", False) for name in (
+            "reference_stats", "listening_test_kit", "listening_test_results", "benchmark_report"
+        )},
     }
 
 

@@ -175,6 +175,8 @@ def benchmark_report(context: dg.AssetExecutionContext, settings: SettingsResour
             "outcome": md_table(res.outcome),
             "report": dg.MetadataValue.md(md),
             "html": dg.MetadataValue.path(str(html_path)),
+            # A link the UI renders as clickable (browsers open local files from file:// links).
+            "open_html": dg.MetadataValue.url(html_path.as_uri() if html_path.protocol in ("", "file", "local") else str(html_path)),
             "markdown": dg.MetadataValue.path(str(md_path)),
             "prompts": len(prompts),
             "configurations": ", ".join(r.config.name for r in res.configs),

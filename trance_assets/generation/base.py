@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -47,7 +48,7 @@ _REGISTRY: dict[str, Callable[..., Generator]] = {}
 
 def register(name: str, factory: Callable[..., Generator]) -> None:
     """Register a backend factory (called with the configuration's options)."""
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name or ""):
         raise ValueError(f"backend names are [a-z0-9_-], got {name!r}")
     _REGISTRY[name] = factory
 

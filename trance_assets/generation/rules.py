@@ -16,6 +16,19 @@ class RuleGenerator:
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"unknown rule-engine option(s) {sorted(unknown)}; known: {sorted(known)}")
+        for f in fields(RuleParams):  # check the values now, not at the first generate() call
+            if f.name not in params:
+                continue
+            v, default = params[f.name], f.default
+            if isinstance(default, bool):
+                ok = isinstance(v, bool)
+            elif isinstance(default, (int, float)) or default is None:
+                ok = (isinstance(v, (int, float)) and not isinstance(v, bool)) or (default is None and v is None)
+            else:
+                ok = True
+            if not ok:
+                raise ValueError(f"rule-engine option {f.name} must be {'true/false' if isinstance(default, bool) else 'a number'}, got {v!r}")
+        RuleParams(**params).validate()
         self.params = dict(params)
         self.info = GeneratorInfo(
             name="rules",
