@@ -16,7 +16,7 @@ from trance_assets.definitions import defs
 from trance_assets.profiles import get_profile
 
 PACKAGE = Path(trance_assets.__file__).parent
-CORE_PACKAGES = ("music", "audio", "formats", "bulk", "corpus", "evaluation", "generation")
+CORE_PACKAGES = ("music", "audio", "formats", "bulk", "corpus", "evaluation", "generation", "models")
 CORE_MODULES = ("inbox.py", "gold_inbox.py", "storage.py", "profiles.py", "demo.py", "review.py")
 PER_TRACK = {"reference_audio", "tier2/separated_lead", "tier2/transcription", "tier2/melody"}
 CORPUS_ASSETS = (

@@ -1,0 +1,1 @@
+"""Model code (PyTorch) and the data encodings the models need; domain core, no Dagster imports."""
