@@ -1,0 +1,352 @@
+"""Model backends for the generator registry: "melody_rnn" (Melody RNN attention_rnn, optionally
+chord-conditioned) and "musicvae" (MusicVAE hierdec-mel).
+
+Importing this module registers both backends (`base.register`); `base.py` does not import it, so
+callers do ``import trance_assets.generation.models`` before ``get_generator("melody_rnn", ...)``.
+It imports torch (through `trance_assets.models`); no Dagster imports.
+
+Both backends take ``checkpoint`` = a folder written by the model's ``save(dir)`` (``config.json``
++ ``model.safetensors``). ``info.checkpoint`` is the sha256 of the weights file, ``info.version``
+is ``"<backend>-<sha1 of the sorted config JSON, 12 hex>"``. Generation is a pure function of the
+arguments and the weights: every random draw comes from a ``torch.Generator`` seeded with ``seed``.
+
+Shared conventions (documented choices)
+    * Time: one event per 16th step (4 steps per beat, 16 per bar, 4/4). Events -> notes: a note-on
+      starts a note, NO_EVENT holds it, it ends at a NOTE_OFF, at the next note-on, or at the end
+      of the ``bars * 16`` steps (nothing sounds past ``bars * 4`` beats). Velocity 100.
+    * Register: after transposition into the prompt key the whole melody is moved by whole octaves
+      so that the centre of its range ((lowest + highest) / 2) is as close as possible to
+      ``LEAD_CENTRE`` (78), then any note still outside ``[LEAD_LOW, LEAD_HIGH)`` = [60, 96) is
+      folded in by octaves (the rule engine's lead register, MIDI 60-96).
+    * Chords: the Melody's chord track is the prompt progression, one chord per bar, cycling when
+      the progression is shorter than ``bars`` (as the rule engine does).
+    * "Key frame": a minor key counts as its relative major (Am -> C), the same rule as
+      `melody_encoding.squash`, so the pitch-class content of the melody is what is transposed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..music.melody import BEATS_PER_BAR, ChordSpan, Melody, Note
+from ..music.theory import Chord, Key, parse_chord, parse_key
+from .base import GeneratorInfo, register
+
+STEPS_PER_BEAT = 4
+STEPS_PER_BAR = 16
+LEAD_LOW, LEAD_HIGH = 60, 96  # [LEAD_LOW, LEAD_HIGH): the rule engine's lead register
+LEAD_CENTRE = 78
+NO_EVENT, NOTE_OFF = -2, -1
+
+__all__ = ["MelodyRNNGenerator", "MusicVAEGenerator", "events_to_notes", "major_tonic", "place_in_register"]
+
+
+# ------------------------------------------------------------------------------------ helpers
+def major_tonic(key: Key) -> int:
+    """The major tonic pitch class of a key's frame: itself for major, the relative major for minor."""
+    return key.tonic if key.mode == "major" else (key.tonic + 3) % 12
+
+
+def _nearest_shift(pc_diff: int) -> int:
+    """A pitch-class difference as the smallest transposition, in -5..6."""
+    d = int(pc_diff) % 12
+    return d - 12 if d > 6 else d
+
+
+def place_in_register(pitches: Sequence[int], low: int = LEAD_LOW, high: int = LEAD_HIGH,
+                      centre: float = LEAD_CENTRE) -> list[int]:
+    """Move all pitches by whole octaves towards `centre`, then fold outliers into [low, high)."""
+    if not pitches:
+        return []
+    mid = (min(pitches) + max(pitches)) / 2
+    t = 12 * int(round((centre - mid) / 12))
+    out = []
+    for p in pitches:
+        p = p + t
+        while p < low:
+            p += 12
+        while p >= high:
+            p -= 12
+        out.append(p)
+    return out
+
+
+def events_to_notes(events: Sequence[int], transpose: int = 0, velocity: int = 100) -> list[Note]:
+    """16th-step events -> Notes (beats), transposed by `transpose` and placed in the lead register.
+
+    A note-on starts a note; NO_EVENT holds; NOTE_OFF, the next note-on or the end of `events`
+    ends it.
+    """
+    spans: list[tuple[int, int, int]] = []  # (start step, end step, pitch)
+    cur: tuple[int, int] | None = None  # (start, pitch)
+    n = len(events)
+    for i, e in enumerate(events):
+        e = int(e)
+        if e == NO_EVENT:
+            continue
+        if cur is not None:
+            spans.append((cur[0], i, cur[1]))
+            cur = None
+        if e >= 0:
+            cur = (i, e)
+    if cur is not None:
+        spans.append((cur[0], n, cur[1]))
+    pitches = place_in_register([p + int(transpose) for _, _, p in spans])
+    return [
+        Note(start=s / STEPS_PER_BEAT, pitch=int(p), duration=(e - s) / STEPS_PER_BEAT, velocity=velocity)
+        for (s, e, _), p in zip(spans, pitches)
+    ]
+
+
+def _validate_prompt(key, bpm, chord_progression, bars, seed) -> tuple[Key, list[Chord]]:
+    key_obj = key if isinstance(key, Key) else parse_key(str(key))  # ValueError naming the key
+    if isinstance(chord_progression, str) or chord_progression is None:
+        raise ValueError("chord_progression must be a list of chord symbols, e.g. ['Am', 'F', 'C', 'G']")
+    chords = [parse_chord(s) for s in chord_progression]
+    if not chords:
+        raise ValueError("chord_progression must contain at least one chord symbol")
+    if isinstance(bars, bool) or not isinstance(bars, (int, np.integer)) or bars < 1:
+        raise ValueError(f"bars must be a positive integer, got {bars!r}")
+    if isinstance(bpm, bool) or not isinstance(bpm, (int, float, np.number)) or not bpm > 0:
+        raise ValueError(f"bpm must be > 0, got {bpm!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return key_obj, chords
+
+
+def _torch_generator(seed: int) -> torch.Generator:
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
+    return g
+
+
+def _check_temperature(t) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+        raise ValueError(f"temperature must be a number > 0, got {t!r}")
+    return float(t)
+
+
+def _checkpoint_dir(checkpoint, backend: str) -> tuple[Path, Path]:
+    """(folder, weights file); FileNotFoundError naming the path when either is missing."""
+    if checkpoint is None or str(checkpoint) == "":
+        raise ValueError(f"{backend}: a checkpoint folder is required (checkpoint=...)")
+    d = Path(checkpoint)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{backend} checkpoint folder not found: {str(d)!r}")
+    if not (d / "config.json").is_file():
+        raise FileNotFoundError(f"{backend} checkpoint {str(d)!r} has no config.json")
+    for name in ("model.safetensors", "model.pt"):
+        if (d / name).is_file():
+            return d, d / name
+    raise FileNotFoundError(f"{backend} checkpoint {str(d)!r} has no model.safetensors")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _config_hash(config_dict: dict) -> str:
+    return hashlib.sha1(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _chord_spans(chords: list[Chord], bars: int) -> tuple[ChordSpan, ...]:
+    return tuple(
+        ChordSpan(chords[b % len(chords)].symbol, float(b * BEATS_PER_BAR), float(BEATS_PER_BAR))
+        for b in range(bars)
+    )
+
+
+# -------------------------------------------------------------------------------- Melody RNN
+class MelodyRNNGenerator:
+    """Melody RNN (attention_rnn) backend.
+
+    The model works in the squashed C frame (`squash`: melodies transposed so their major key is
+    C, minor keys counted as their relative major, note-ons in [48, 84)). Generation:
+
+    * primer: one note-on, the prompt key's tonic in the C frame: pitch 60 (C4) for a major key,
+      69 (A4) for a minor key (the relative minor of C, as `squash` maps a minor key);
+    * ``bars * 16 - 1`` further steps are sampled (temperature, seeded ``torch.Generator``), each
+      sampled label decoded with ``class_to_event`` and fed back through ``events_to_input``;
+    * chord-conditioned models (``config.chord_dim > 0``): the input predicting step s carries the
+      ``chord_one_hot`` of the prompt chord of bar ``s // 16`` transposed into the C frame
+      (``transpose = -major_tonic(key)``), matching the training data (row p = chord at step p+1);
+    * back to the prompt key: the events are transposed by ``major_tonic(key)`` taken as the
+      nearest shift (-5..6), then placed in the lead register (module docstring).
+    """
+
+    name = "melody_rnn"
+
+    def __init__(self, checkpoint: str, temperature: float = 1.0) -> None:
+        from ..models.melody_encoding import KeyMelodyEncoderDecoder
+        from ..models.melody_rnn import MelodyRNN
+
+        self.temperature = _check_temperature(temperature)
+        d, weights = _checkpoint_dir(checkpoint, self.name)
+        self.model = MelodyRNN.load(d)
+        self.model.eval()
+        self.encoder = KeyMelodyEncoderDecoder()
+        cfg = self.model.config
+        if cfg.input_size != self.encoder.input_size or cfg.num_classes != self.encoder.num_classes:
+            raise ValueError(
+                f"melody_rnn checkpoint {str(d)!r}: input_size/num_classes {cfg.input_size}/{cfg.num_classes} "
+                f"do not match the attention_rnn encoding {self.encoder.input_size}/{self.encoder.num_classes}"
+            )
+        if cfg.chord_dim not in (0, 25):
+            raise ValueError(f"melody_rnn checkpoint {str(d)!r}: chord_dim must be 0 or 25, got {cfg.chord_dim}")
+        self.checkpoint_dir = str(d)
+        self.info = GeneratorInfo(
+            name=self.name,
+            version=f"{self.name}-{_config_hash(cfg.to_dict())}",
+            checkpoint=_sha256(weights),
+            description=f"Melody RNN attention_rnn{' (chord-conditioned)' if cfg.chord_dim else ''} from {d}",
+            options={"checkpoint": str(checkpoint), "temperature": self.temperature},
+        )
+
+    def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
+        from ..models.melody_encoding import chord_one_hot
+        from ..models.melody_rnn import sample
+
+        key_obj, chords = _validate_prompt(key, bpm, chord_progression, bars, seed)
+        bars = int(bars)
+        total = bars * STEPS_PER_BAR
+        frame = major_tonic(key_obj)
+        primer = 60 if key_obj.mode == "major" else 69
+        use_chords = self.model.config.chord_dim > 0
+        chord_rows = (
+            [chord_one_hot(chords[b % len(chords)].symbol, transpose=-frame) for b in range(bars)]
+            if use_chords else None
+        )
+        enc = self.encoder
+        events: list[int] = [primer]
+
+        def input_at(p: int) -> np.ndarray:
+            x = enc.events_to_input(events, p)
+            if use_chords:
+                nxt = min(p + 1, total - 1)  # the step this input predicts
+                x = np.concatenate([x, chord_rows[nxt // STEPS_PER_BAR]])
+            return x.astype(np.float32)
+
+        def next_input(labels: list[int]) -> np.ndarray:
+            events.append(enc.class_to_event(labels[-1], events))
+            return input_at(len(events) - 1)
+
+        steps = total - 1
+        if steps > 0:
+            primer_inputs = torch.from_numpy(input_at(0)).reshape(1, -1)
+            labels = sample(self.model, primer_inputs, next_input, steps,
+                            temperature=self.temperature, generator=_torch_generator(seed))
+            events.append(enc.class_to_event(labels[-1], events))  # the last label is not fed back
+        events = events[:total]
+        notes = events_to_notes(events, transpose=_nearest_shift(frame))
+        return Melody(
+            notes=tuple(notes),
+            bpm=float(bpm),
+            key=key_obj.name,
+            chords=_chord_spans(chords, bars),
+            bars=bars,
+            name=f"{self.name}_{key_obj.name}_{seed}",
+            attributes={
+                "generator": self.name,
+                "generator_version": self.info.version,
+                "checkpoint_sha256": self.info.checkpoint,
+                "seed": int(seed),
+                "temperature": self.temperature,
+                "progression": [c.symbol for c in chords],
+                "primer_pitch_c_frame": primer,
+            },
+        )
+
+
+# ---------------------------------------------------------------------------------- MusicVAE
+class MusicVAEGenerator:
+    """MusicVAE (hierdec-mel) backend.
+
+    * z ~ N(0, I) (``config.z_size``) drawn from a ``torch.Generator`` seeded with ``seed``; the
+      same generator then drives the categorical decode at ``temperature`` (``greedy=False``).
+    * One decode gives ``config.steps`` (= 256 for the 16-bar model) steps. For ``bars * 16`` steps:
+      fewer -> the first ``bars * 16`` steps; more -> the decode is repeated cyclically (the same
+      phrase again, as a trance lead repeats its 16 bars) and cut at ``bars * 16``. Models whose
+      ``steps_per_bar`` is not 16 are rejected (ValueError): steps are read as 16th notes.
+    * Key: MusicVAE data is not transposed to C, so the generated melody's key is estimated
+      (`melody_encoding.best_major_key`: the major scale holding most note-ons, ties to the lowest
+      pitch class) and the melody is transposed by the nearest shift (-5..6) from that major
+      tonic to the prompt key's major frame (a minor key counts as its relative major), then
+      placed in the lead register (module docstring). A decode without note-ons gives no notes.
+    """
+
+    name = "musicvae"
+
+    def __init__(self, checkpoint: str, temperature: float = 0.5) -> None:
+        from ..models.musicvae import MusicVAE
+
+        self.temperature = _check_temperature(temperature)
+        d, weights = _checkpoint_dir(checkpoint, self.name)
+        self.model = MusicVAE.load(d)
+        self.model.eval()
+        self.checkpoint_dir = str(d)
+        cfg = self.model.config
+        if cfg.steps_per_bar != STEPS_PER_BAR:
+            raise ValueError(
+                f"musicvae checkpoint {str(d)!r}: steps_per_bar must be {STEPS_PER_BAR} (16th steps), "
+                f"got {cfg.steps_per_bar}"
+            )
+        self.info = GeneratorInfo(
+            name=self.name,
+            version=f"{self.name}-{_config_hash(cfg.to_dict())}",
+            checkpoint=_sha256(weights),
+            description=f"MusicVAE hierdec-mel ({cfg.bars} bars, z={cfg.z_size}) from {d}",
+            options={"checkpoint": str(checkpoint), "temperature": self.temperature},
+        )
+
+    def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
+        from ..models.melody_encoding import best_major_key
+        from ..models.musicvae import classes_to_events
+
+        key_obj, chords = _validate_prompt(key, bpm, chord_progression, bars, seed)
+        bars = int(bars)
+        total = bars * STEPS_PER_BAR
+        g = _torch_generator(seed)
+        z = torch.randn(1, self.model.config.z_size, generator=g)
+        with torch.no_grad():
+            classes = self.model.sample(z, greedy=False, temperature=self.temperature, generator=g)
+        decoded = classes_to_events(classes[0])
+        reps = -(-total // len(decoded))
+        events = (decoded * reps)[:total]
+        if any(e >= 0 for e in events):
+            est = best_major_key(events)
+            shift = _nearest_shift(major_tonic(key_obj) - est)
+        else:
+            est, shift = None, 0
+        notes = events_to_notes(events, transpose=shift)
+        return Melody(
+            notes=tuple(notes),
+            bpm=float(bpm),
+            key=key_obj.name,
+            chords=_chord_spans(chords, bars),
+            bars=bars,
+            name=f"{self.name}_{key_obj.name}_{seed}",
+            attributes={
+                "generator": self.name,
+                "generator_version": self.info.version,
+                "checkpoint_sha256": self.info.checkpoint,
+                "seed": int(seed),
+                "temperature": self.temperature,
+                "progression": [c.symbol for c in chords],
+                "estimated_major_tonic": est,
+                "transpose": shift,
+            },
+        )
+
+
+register("melody_rnn", MelodyRNNGenerator)
+register("musicvae", MusicVAEGenerator)
