@@ -67,7 +67,7 @@ def get_generator(backend: str, **options) -> Generator:
 
 
 def _load_builtin() -> None:
-    from . import rules  # noqa: F401  (registers "rules")
+    from . import models, rules  # noqa: F401  (register "rules", "melody_rnn", "musicvae"; models imports torch)
 
 
 @dataclass(frozen=True)
