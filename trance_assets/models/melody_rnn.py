@@ -436,6 +436,16 @@ class MelodyRNN(nn.Module):
         return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
     @classmethod
+    def from_magenta_bundle(cls, path, attn_length: int = 40) -> "MelodyRNN":
+        """The network of a Magenta `.mag` bundle (GeneratorBundle with a V1 checkpoint), read
+        without TensorFlow (`tf_checkpoint.read_mag_bundle`). Called on Magenta's encoded inputs
+        [B, T, 74] from a zero state it returns logits [B, T, 40]."""
+        from .tf_checkpoint import read_mag_bundle
+
+        tensors, _details = read_mag_bundle(path)
+        return cls.from_tf_weights(tensors, attn_length=attn_length)
+
+    @classmethod
     def from_tf_weights(
         cls, tensors: dict[str, np.ndarray], attn_length: int = 40, dropout_keep: float = 0.5
     ) -> "MelodyRNN":

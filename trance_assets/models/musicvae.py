@@ -583,6 +583,14 @@ class MusicVAE(nn.Module):
         return ignored
 
     @classmethod
+    def from_magenta_checkpoint(cls, prefix, **overrides: Any) -> "MusicVAE":
+        """A MusicVAE from a Magenta V2 checkpoint (`<prefix>.index` + data shards), read without
+        TensorFlow (`tf_checkpoint.read_v2_checkpoint`); sizes come from the tensor shapes."""
+        from .tf_checkpoint import read_v2_checkpoint
+
+        return cls.from_tf_weights(read_v2_checkpoint(prefix), **overrides)
+
+    @classmethod
     def from_tf_weights(cls, tensors: Mapping[str, np.ndarray], **overrides: Any) -> "MusicVAE":
         cfg = MusicVAEConfig.from_tf_shapes({k: np.shape(v) for k, v in tensors.items()}, **overrides)
         model = cls(cfg)
