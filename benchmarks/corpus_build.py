@@ -32,10 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from upath import UPath  # noqa: E402
 
-from trance_assets.corpus.build import augment_incremental, filter_incremental, tier1_examples, tier3_examples  # noqa: E402
+from trance_assets.corpus.build import augment_incremental, filter_incremental, split_table, tier1_examples, tier3_examples  # noqa: E402
 from trance_assets.corpus.examples import from_table  # noqa: E402
 from trance_assets.corpus.export import write_metadata, write_remi, write_tfrecords  # noqa: E402
-from trance_assets.corpus.splits import Member, assign_splits  # noqa: E402
 from trance_assets.formats.remi import remi_roundtrip, remi_tokenizer  # noqa: E402
 from trance_assets.music.quality import check_melody  # noqa: E402
 from trance_assets.music.synthetic import synthetic_melodies  # noqa: E402
@@ -67,13 +66,7 @@ def run_stages(sources, profile, label: str, workers: int) -> dict:
     out["augment_filter_tokenize_examples_per_s"] = rate(len(table), t_aug + t_filter)
 
     t0 = time.perf_counter()
-    examples = from_table(filt.accepted)
-    sigs = {ex.source_id: ex.interval_signature() for ex in examples if ex.parent is None}
-    members = [Member(ex.example_id, ex.source_id, ex.tier, ex.link, sigs.get(ex.source_id, "")) for ex in examples]
-    a = assign_splits(members, fractions=profile.split_fractions)
-    splits = filt.accepted.with_columns(
-        pl.Series("split", [a.split[m.example_id] for m in members]), pl.Series("group", [a.group[m.example_id] for m in members])
-    )
+    splits, _ = split_table(filt.accepted, fractions=profile.split_fractions)
     t_split = time.perf_counter() - t0
     out["splits"] = {"seconds": round(t_split, 3), "examples_per_s": rate(len(splits), t_split)}
 

@@ -29,7 +29,7 @@ from .audio.io import AUDIO_EXTENSIONS
 from .audio.types import AudioFile, Stems, discard_staged, read_stems, write_stems
 from .music.melody import Melody, MelodySet
 from .resources import SettingsResource
-from .storage import TMP_MARK, atomic_copy_file, atomic_write_bytes, atomic_write_dir, atomic_write_text, is_local, local_path
+from .storage import TMP_MARK, atomic_copy_file, atomic_write_bytes, atomic_write_dir, atomic_write_parquet, atomic_write_text, is_local, local_path
 
 MELODY = ".melody.json"
 MELODIES = ".melodies"
@@ -96,9 +96,7 @@ class StorageIOManager(dg.ConfigurableIOManager):
                 discard_staged(obj)
             return target
         if isinstance(obj, pl.DataFrame):
-            buf = io.BytesIO()
-            obj.write_parquet(buf)
-            return atomic_write_bytes(stem.with_name(stem.name + PARQUET), buf.getvalue())
+            return atomic_write_parquet(stem.with_name(stem.name + PARQUET), obj)
         if isinstance(obj, (dict, list)):
             return atomic_write_text(stem.with_name(stem.name + JSON), json.dumps(obj, indent=1, sort_keys=True, default=str))
         raise TypeError(f"StorageIOManager cannot store a {type(obj).__name__}; see io_managers.py for the payloads it knows")
@@ -145,6 +143,15 @@ def read_value(stem: UPath):
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         return AudioFile(path=str(local_path(p)) if is_local(p) else str(p), suffix=suffix, info=info)
     raise FileNotFoundError(f"no stored value at {stem}.* (materialize the upstream asset first)")
+
+
+def read_stored(storage_root: UPath, asset_path: list[str]):
+    """The stored value of an unpartitioned asset, or None when it was never materialized (for
+    steps that depend on it with `deps=` and must not fail while it is missing)."""
+    try:
+        return read_value(storage_root.joinpath("assets", *asset_path))
+    except FileNotFoundError:
+        return None
 
 
 def load_partition_values(storage_root: UPath, asset_path: list[str], keys: list[str] | None = None) -> dict:

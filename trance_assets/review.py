@@ -124,7 +124,6 @@ def write_review_material(folder, lead_audio, sample_rate: int, melody, origin_s
     """Piano roll + two short WAVs for a reviewer: the isolated lead and the transcribed melody
     re-synthesised (plain saw), both covering the same `seconds` from the start of bar 0."""
     import numpy as np
-    import soundfile as sf
 
     from .audio.synth import render_saw
     from .music.pianoroll import piano_roll_png
@@ -139,10 +138,30 @@ def write_review_material(folder, lead_audio, sample_rate: int, melody, origin_s
     synth = render_saw(melody, sr=sample_rate)[:n] if melody.notes else np.zeros(n, dtype=np.float32)
     out = {}
     for name, audio in (("lead_isolated.wav", lead), ("melody_resynth.wav", synth)):
-        buf = io.BytesIO()
-        sf.write(buf, audio, sample_rate, format="WAV", subtype="PCM_16")
-        out[name] = str(atomic_write_bytes(folder / name, buf.getvalue()))
+        out[name] = str(atomic_write_bytes(folder / name, _wav_bytes(audio, sample_rate)))
     beats = seconds * melody.bpm / 60.0
     clipped = melody.with_notes(n_ for n_ in melody.notes if n_.start < beats)
     out["pianoroll.png"] = str(atomic_write_bytes(folder / "pianoroll.png", piano_roll_png([clipped])))
     return out
+
+
+def write_melody_review_material(folder, melody, *, sample_rate: int = 22050, beats: float = 64.0) -> dict[str, str]:
+    """Piano roll and a plain-saw rendering of the first `beats` (16 bars) of a melody that has no
+    source audio (corpus spot-checks)."""
+    from .audio.synth import render_saw
+    from .music.pianoroll import piano_roll_png
+    from .storage import atomic_write_bytes
+
+    clipped = melody.with_notes(n for n in melody.notes if n.start < beats)
+    return {
+        "melody.wav": str(atomic_write_bytes(folder / "melody.wav", _wav_bytes(render_saw(clipped, sr=sample_rate), sample_rate))),
+        "pianoroll.png": str(atomic_write_bytes(folder / "pianoroll.png", piano_roll_png([clipped]))),
+    }
+
+
+def _wav_bytes(audio, sample_rate: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, audio, sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()

@@ -8,6 +8,7 @@ exposes a partial object under the final name.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -17,6 +18,15 @@ from pathlib import Path
 from upath import UPath
 
 TMP_MARK = ".tmp-"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a local file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def as_upath(location: str | os.PathLike) -> UPath:
@@ -58,6 +68,15 @@ def atomic_write_bytes(target: UPath, data: bytes) -> UPath:
         if tmp.exists():
             tmp.unlink()
     return target
+
+
+def atomic_write_parquet(target: UPath, df) -> UPath:
+    """A polars DataFrame as parquet, written atomically."""
+    import io
+
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    return atomic_write_bytes(target, buf.getvalue())
 
 
 def atomic_write_text(target: UPath, text: str) -> UPath:

@@ -4,7 +4,6 @@ re-uses the work of unchanged sources (a new Tier 1 / Tier 2 partition only adds
 """
 
 import hashlib
-import io
 import json
 import random
 import time
@@ -18,24 +17,25 @@ from ..corpus.augment import AUGMENT_VERSION
 from ..corpus.build import (
     augment_incremental,
     filter_incremental,
+    split_table,
     tier1_examples,
     tier2_examples,
     tier3_examples,
     top_rejection_reasons,
 )
-from ..corpus.card import build_card
+from ..corpus.card import build_card, source_yields
 from ..corpus.examples import from_table
 from ..corpus.export import EXPORT_VERSION, REMI_NAME, TFRECORD_NAME, write_metadata, write_remi, write_tfrecords
 from ..corpus.filtering import FILTER_VERSION, rule_failures, rule_values
-from ..corpus.splits import SPLIT_VERSION, SPLITS, Member, assign_splits, leakage
-from ..io_managers import load_partition_values, read_value
+from ..corpus.splits import SPLIT_VERSION, SPLITS, leakage
+from ..io_managers import load_partition_values, read_stored, read_value
 from ..metadata import md_image, md_table
 from ..music.gold import GOLD_VERSION
 from ..music.pianoroll import piano_roll_png
 from ..music.rules import RULES_VERSION
-from ..review import parse_reviews, reviews_template, write_review_material
+from ..review import parse_reviews, reviews_template, write_melody_review_material
 from ..resources import SettingsResource
-from ..storage import atomic_write_bytes, atomic_write_text
+from ..storage import atomic_write_bytes, atomic_write_parquet, atomic_write_text
 from .extraction import MELODY as TIER2_MELODY
 from .gold import GOLD
 
@@ -60,10 +60,7 @@ CORPUS_AUTOMATION = (
 
 def _stored(settings: SettingsResource, key: dg.AssetKey):
     """The stored value of an asset, or None when it was never materialized."""
-    try:
-        return read_value(settings.path("assets", *key.path))
-    except FileNotFoundError:
-        return None
+    return read_stored(settings.storage_root, key.path)
 
 
 def _corpus_dir(settings: SettingsResource):
@@ -84,18 +81,13 @@ def augmented(context: dg.AssetExecutionContext, settings: SettingsResource) -> 
     permits, velocity ±10 in place. Each copy records its parent and transforms."""
     p = settings.get_profile()
     root = settings.storage_root
-    gold = load_partition_values(root, GOLD.path)
-    for m in gold.values():
-        m.attributes["code_version"] = f"gold-{GOLD_VERSION}"
-    t1, t1_skipped = tier1_examples(gold)
+    t1, t1_skipped = tier1_examples(load_partition_values(root, GOLD.path), code_version=f"gold-{GOLD_VERSION}")
     tier2 = load_partition_values(root, TIER2_MELODY.path)
-    for m in tier2.values():
-        m.attributes["code_version"] = f"extraction-{EXTRACTION_VERSION}"
     queue = _stored(settings, REVIEW_QUEUE)
     eligible = dict(zip(queue["partition_key"].to_list(), queue["corpus_eligible"].to_list())) if queue is not None else None
     if queue is None and tier2:
         context.log.warning("tier2/review_queue is not materialized: review verdicts cannot be applied; accepted Tier 2 melodies are used")
-    t2, t2_skipped = tier2_examples(tier2, eligible)
+    t2, t2_skipped = tier2_examples(tier2, eligible, code_version=f"extraction-{EXTRACTION_VERSION}")
     t3 = []
     missing = []
     for source, (key, version) in TIER3_KEYS.items():
@@ -103,9 +95,7 @@ def augmented(context: dg.AssetExecutionContext, settings: SettingsResource) -> 
         if value is None:
             missing.append(key.to_user_string())
             continue
-        for m in value:
-            m.attributes.setdefault("code_version", version)
-        t3.extend(tier3_examples(value, source))
+        t3.extend(tier3_examples(value, source, code_version=version))
     sources = t1 + t2 + t3
     previous = _stored(settings, AUGMENTED)
     outcome = augment_incremental(sources, p.augment_policy(), previous)
@@ -152,13 +142,9 @@ def filtered(context: dg.AssetExecutionContext, settings: SettingsResource, augm
         context.log.info(f"filtered {done}/{total} examples")
 
     out = filter_incremental(augmented, thresholds, cache=cache, workers=p.corpus_workers, progress=progress)
-    buf = io.BytesIO()
-    out.verdicts.write_parquet(buf)
-    atomic_write_bytes(cache_path.with_name("verdicts.parquet"), buf.getvalue())
+    atomic_write_parquet(cache_path.with_name("verdicts.parquet"), out.verdicts)
     corpus = _corpus_dir(settings)
-    buf = io.BytesIO()
-    out.rejections.write_parquet(buf)
-    rej_parquet = atomic_write_bytes(corpus / "rejections.parquet", buf.getvalue())
+    rej_parquet = atomic_write_parquet(corpus / "rejections.parquet", out.rejections)
     rej_csv = atomic_write_text(corpus / "rejections.csv", out.rejections.write_csv())
     yields = [
         {"tier": t, "sources": d["sources"], "sources_accepted": d["sources_accepted"], "examples": d["examples"], "accepted": d["accepted"], "example_yield": round(d["accepted"] / d["examples"], 3) if d["examples"] else None}
@@ -239,7 +225,7 @@ def spot_check(context: dg.AssetExecutionContext, settings: SettingsResource, fi
             made = (folder / "material.json").read_text() if (folder / "material.json").exists() else ""
             if stamp not in made:
                 m = ex.to_melody()
-                write_corpus_review_material(folder, m)
+                write_melody_review_material(folder, m)
                 atomic_write_text(folder / "material.json", json.dumps({"content_hash": stamp, "example_id": eid}))
             r = reviews.get(eid)
             rows.append({"example_id": eid, "tier": tier, "source": ex.source, "source_file": ex.source_file, "verdict": r.verdict if r else "awaiting review", "material": str(folder)})
@@ -266,20 +252,6 @@ def spot_check(context: dg.AssetExecutionContext, settings: SettingsResource, fi
     )
 
 
-def write_corpus_review_material(folder, melody) -> None:
-    """Piano roll and a plain-saw rendering (16 bars at most) of one corpus example."""
-    import soundfile as sf
-
-    from ..audio.synth import render_saw
-
-    clipped = melody.with_notes(n for n in melody.notes if n.start < 64)
-    audio = render_saw(clipped, sr=22050)
-    buf = io.BytesIO()
-    sf.write(buf, audio, 22050, format="WAV", subtype="PCM_16")
-    atomic_write_bytes(folder / "melody.wav", buf.getvalue())
-    atomic_write_bytes(folder / "pianoroll.png", piano_roll_png([clipped]))
-
-
 @dg.asset_check(asset=spot_check, description="No tier has more than 30% of its reviewed spot-check examples flagged.")
 def spot_check_flag_rate(spot_check: pl.DataFrame) -> dg.AssetCheckResult:
     bad = []
@@ -302,14 +274,7 @@ def splits(context: dg.AssetExecutionContext, settings: SettingsResource, filter
     Tier 2 versions of one reference track, and identical interval sequences share a split.
     Tier 1's test split (sources only) is the evaluation's reference corpus."""
     p = settings.get_profile()
-    examples = from_table(filtered)
-    sigs = {ex.source_id: ex.interval_signature() for ex in examples if ex.parent is None}
-    members = [Member(ex.example_id, ex.source_id, ex.tier, ex.link, sigs.get(ex.source_id, "")) for ex in examples]
-    a = assign_splits(members, fractions=p.split_fractions, seed=p.split_seed)
-    table = filtered.with_columns(
-        pl.Series("split", [a.split[m.example_id] for m in members], dtype=pl.String),
-        pl.Series("group", [a.group[m.example_id] for m in members], dtype=pl.String),
-    )
+    table, a = split_table(filtered, fractions=p.split_fractions, seed=p.split_seed)
     corpus = _corpus_dir(settings)
     index = table.select("example_id", "split", "group", "tier", "source", "source_id", "parent", "source_file")
     atomic_write_text(corpus / "splits.csv", index.write_csv())
@@ -323,7 +288,7 @@ def splits(context: dg.AssetExecutionContext, settings: SettingsResource, filter
     for row in summary:
         total = sum(r["examples"] for r in summary if r["tier"] == row["tier"])
         row["share"] = round(row["examples"] / total, 3)
-    linked = sorted({m.link for m in members if m.link and m.tier == 2})
+    linked = table.filter((pl.col("tier") == 2) & (pl.col("link") != ""))["link"].unique().to_list()
     return dg.Output(
         table,
         metadata={
@@ -485,20 +450,7 @@ def dataset_card(context: dg.AssetExecutionContext, settings: SettingsResource, 
     corpus = _corpus_dir(settings)
     rej_path = corpus / "rejections.parquet"
     rejections = pl.read_parquet(rej_path.read_bytes()) if rej_path.exists() else pl.DataFrame({"tier": [], "rule": []})
-    source_counts = []
-    for (tier, source), part in sorted(augmented.group_by(["tier", "source"]), key=lambda kv: kv[0]):
-        acc = splits.filter((pl.col("tier") == tier) & (pl.col("source") == source))
-        source_counts.append({
-            "tier": tier, "source": source, "licence": "; ".join(sorted(set(part["licence"].to_list()))),
-            "sources": part["source_id"].n_unique(), "augmented": len(part), "accepted": len(acc),
-            "yield": round(len(acc) / len(part), 3) if len(part) else None,
-        })
-    yields = []
-    for tier in (1, 2, 3):
-        part = augmented.filter(pl.col("tier") == tier)
-        acc = splits.filter(pl.col("tier") == tier)
-        if len(part):
-            yields.append({"tier": tier, "sources": part["source_id"].n_unique(), "sources_accepted": acc["source_id"].n_unique(), "examples": len(part), "accepted": len(acc), "example_yield": round(len(acc) / len(part), 3)})
+    source_counts, yields = source_yields(augmented, splits)
     criteria = _criteria(settings, splits)
     links = {name: f"card/{name}.png" for name in ("pitch_classes", "tempo", "keys", "ranges")}
     card = build_card(splits, source_counts=source_counts, rejections=rejections, yields=yields, criteria=criteria, profile=p.name, image_links=links)

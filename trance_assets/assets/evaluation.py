@@ -15,16 +15,16 @@ from ..evaluation.metrics import score_many
 from ..evaluation.report import best_and_worst, metric_figure, render_html, render_markdown
 from ..evaluation.sets import reference_stats as build_reference_stats
 from ..generation.base import Configuration, prompt_set
-from ..io_managers import read_value
+from ..io_managers import read_stored
 from ..metadata import md_table
 from ..resources import SettingsResource
 from ..storage import atomic_write_text
+from .bulk import BULK_AUTOMATION
 from .corpus import CORPUS_AUTOMATION, SPLITS_KEY
 
 REFERENCE_STATS = dg.AssetKey(["evaluation", "reference_stats"])
 KIT = dg.AssetKey(["evaluation", "listening_test_kit"])
 RESULTS = dg.AssetKey(["evaluation", "listening_test_results"])
-ONCE = (dg.AutomationCondition.missing() | dg.AutomationCondition.code_version_changed()) & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress()
 
 
 def _reference_part(splits: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -66,7 +66,7 @@ def reference_stats(context: dg.AssetExecutionContext, settings: SettingsResourc
     )
 
 
-@dg.asset(key=KIT, group_name=EVALUATION, code_version="1", kinds={"audio"}, automation_condition=ONCE)
+@dg.asset(key=KIT, group_name=EVALUATION, code_version="1", kinds={"audio"}, automation_condition=BULK_AUTOMATION)
 def listening_test_kit(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.Output[dict]:
     """Blind A/B pairs between the two configurations named in the profile: one plain saw synth, dry,
     140 BPM, 16 bars, loudness-normalised 44.1 kHz WAV, order randomised per pair; the answer key is
@@ -149,10 +149,7 @@ def benchmark_report(context: dg.AssetExecutionContext, settings: SettingsResour
     reference_melodies = [ex.to_melody() for ex in from_table(ref)]
     train = splits.filter(pl.col("split") == "train")
     training = [list(x) for x in train.sort(["example_id"])["pitch"].to_list()]
-    try:
-        listening = read_value(settings.path("assets", *RESULTS.path))
-    except FileNotFoundError:
-        listening = None
+    listening = read_stored(settings.storage_root, RESULTS.path)
     prompts = prompt_set(p.evaluation_prompts, bpm=p.evaluation_bpm, bars=p.evaluation_bars, seed=p.evaluation_seed)
     res = run_benchmark(
         _configurations(settings),

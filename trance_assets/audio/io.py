@@ -8,7 +8,6 @@ K-weighting filters applied block by block with carried filter state). Every pro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import struct
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter, lfilter_zi
+
+from ..storage import sha256_file  # noqa: F401  (re-exported: callers import it from here)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")
 
@@ -48,14 +49,6 @@ class AudioInfo:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_riff_or_aiff_length(path: Path, size: int) -> None:

@@ -26,6 +26,7 @@ from ..music.quality import QualityThresholds
 from .augment import AUGMENT_VERSION, AugmentPolicy, AugmentStats, augment
 from .examples import Example, concat_tables, empty_table, example_from_melody, from_table, normalise, to_table
 from .filtering import FILTER_VERSION, filter_examples, verdict_key
+from .splits import DEFAULT_FRACTIONS, Member, SplitAssignment, assign_splits
 
 SYNTHETIC_SOURCE = "tier3/synthetic"
 
@@ -38,8 +39,23 @@ def link_for_track(partition_key: str) -> str:
     return f"track:{partition_key}" if partition_key else ""
 
 
-def tier1_examples(melodies: dict[str, Melody]) -> tuple[list[Example], list[dict]]:
-    """Verified, accepted Tier 1 melodies → examples; the rest are listed (partition, reason)."""
+TIER1_PROVENANCE = (
+    "file", "sha256", "title", "artist", "verified_by", "verified_on", "manifest_row_hash", "lead_track_index", "lead_track_name",
+    "lead_track_reason", "key_source", "bpm_source", "chords_source", "reference_track", "reference_partition", "warnings", "code_version",
+)
+TIER2_PROVENANCE = ("source_sha256", "extraction_method", "date_added", "partition_key", "extraction_version", "code_version")
+
+
+def _provenance(attributes: dict, keys: tuple[str, ...], code_version: str | None) -> dict:
+    prov = {k: attributes.get(k) for k in keys}
+    if code_version:
+        prov["code_version"] = code_version
+    return prov
+
+
+def tier1_examples(melodies: dict[str, Melody], code_version: str | None = None) -> tuple[list[Example], list[dict]]:
+    """Verified, accepted Tier 1 melodies → examples; the rest are listed (partition, reason).
+    `code_version`: of the step that made the melodies (else the melody's own attribute)."""
     out, skipped = [], []
     for pk, m in sorted(melodies.items()):
         a = m.attributes
@@ -60,15 +76,14 @@ def tier1_examples(melodies: dict[str, Melody]) -> tuple[list[Example], list[dic
                     link=link_for_track(ref),
                     title=a.get("title", ""),
                     name=pk,
-                    provenance={k: a.get(k) for k in ("file", "sha256", "title", "artist", "verified_by", "verified_on", "manifest_row_hash", "lead_track_index", "lead_track_name", "lead_track_reason", "key_source", "bpm_source", "chords_source", "reference_track", "reference_partition", "warnings", "code_version")}
-                    | {"partition": pk},
+                    provenance=_provenance(a, TIER1_PROVENANCE, code_version) | {"partition": pk},
                 )
             )
         )
     return out, skipped
 
 
-def tier2_examples(melodies: dict[str, Melody], eligible: dict[str, bool] | None) -> tuple[list[Example], list[dict]]:
+def tier2_examples(melodies: dict[str, Melody], eligible: dict[str, bool] | None, code_version: str | None = None) -> tuple[list[Example], list[dict]]:
     """Tier 2 melodies that are accepted and corpus-eligible (review verdicts) → examples."""
     out, skipped = [], []
     for pk, m in sorted(melodies.items()):
@@ -89,33 +104,34 @@ def tier2_examples(melodies: dict[str, Melody], eligible: dict[str, bool] | None
                     link=link_for_track(pk),
                     title=a.get("title", "") or pk,
                     name=pk,
-                    provenance={k: a.get(k) for k in ("source_sha256", "extraction_method", "date_added", "partition_key", "extraction_version", "code_version")},
+                    provenance=_provenance(a, TIER2_PROVENANCE, code_version),
                 )
             )
         )
     return out, skipped
 
 
-def tier3_examples(melodies: Iterable[Melody], source: str) -> list[Example]:
+def tier3_examples(melodies: Iterable[Melody], source: str, code_version: str | None = None) -> list[Example]:
+    """Tier 3 melodies → examples; every attribute is kept as provenance (`code_version` is added
+    when the melody does not carry one)."""
     out = []
     for m in melodies:
         a = m.attributes
         if source == SYNTHETIC_SOURCE:
             file = f"rule engine {a.get('generator', '')}".strip()
-            prov = dict(a)
-            licence = a.get("licence") or a.get("license", "")
         else:
             file = a.get("source_location") or a.get("corpus_path") or ""
             if source == "tier3/gigamidi":
                 file = f"{file} md5={a.get('md5', '')} track={a.get('track', '')}"
-            prov = dict(a)
-            licence = a.get("licence", "")
+        prov = dict(a)
+        if code_version:
+            prov.setdefault("code_version", code_version)
         out.append(
             normalise(
                 example_from_melody(
                     m,
                     source=source,
-                    licence=licence,
+                    licence=a.get("licence") or a.get("license", ""),
                     source_file=file,
                     tempo_meaningful=bool(a.get("tempo_meaningful", True)),
                     title=a.get("title", "") or m.name,
@@ -297,3 +313,20 @@ def top_rejection_reasons(rejections: pl.DataFrame, n: int = 10) -> list[dict]:
     c = Counter(zip(rejections["tier"].to_list(), rejections["rule"].to_list()))
     return [{"tier": t, "rule": r, "examples": k} for (t, r), k in c.most_common(n)]
 
+
+
+# ---- splits -------------------------------------------------------------------------------------
+
+
+def split_table(filtered: pl.DataFrame, *, fractions=DEFAULT_FRACTIONS, seed: int = 0) -> tuple[pl.DataFrame, SplitAssignment]:
+    """The filtered table with `split` and `group` columns (see `splits.assign_splits`): each example
+    joins its source's group, sources are linked by `link` and by their pitch-interval sequence."""
+    examples = from_table(filtered)
+    sigs = {ex.source_id: ex.interval_signature() for ex in examples if ex.parent is None}
+    members = [Member(ex.example_id, ex.source_id, ex.tier, ex.link, sigs.get(ex.source_id, "")) for ex in examples]
+    a = assign_splits(members, fractions=fractions, seed=seed)
+    table = filtered.with_columns(
+        pl.Series("split", [a.split[m.example_id] for m in members], dtype=pl.String),
+        pl.Series("group", [a.group[m.example_id] for m in members], dtype=pl.String),
+    )
+    return table, a

@@ -10,7 +10,6 @@ No Dagster imports: this module is part of the domain core.
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from ..music.pianoroll import figure_png
 from ..music.theory import parse_key
 from .splits import SPLITS
 
@@ -65,13 +65,6 @@ def _figures(train: pl.DataFrame, ref: pl.DataFrame, p: np.ndarray, q: np.ndarra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def png(fig) -> bytes:
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
-        return buf.getvalue()
-
     def pair_hist(ax, a, b, bins, label):
         ax.hist(a, bins=bins, density=True, alpha=0.6, label=f"training ({len(a)})")
         if len(b):
@@ -86,11 +79,11 @@ def _figures(train: pl.DataFrame, ref: pl.DataFrame, p: np.ndarray, q: np.ndarra
     ax.set_xticks(x, PC_LABELS)
     ax.set_xlabel("scale degree (minor tonic = 1)")
     ax.legend(fontsize=7)
-    pcs = png(fig)
+    pcs = figure_png(fig)
 
     fig, ax = plt.subplots(figsize=(6, 2.6))
     pair_hist(ax, train["bpm"].to_numpy(), ref["bpm"].to_numpy(), np.arange(110, 171, 2.5), "BPM")
-    tempo = png(fig)
+    tempo = figure_png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 2.8))
     names = sorted(set(train["key"].to_list()) | set(ref["key"].to_list()), key=lambda k: (parse_key(k).mode, parse_key(k).tonic))
@@ -101,15 +94,35 @@ def _figures(train: pl.DataFrame, ref: pl.DataFrame, p: np.ndarray, q: np.ndarra
     ax.set_xticks(x, names, rotation=90, fontsize=7)
     ax.set_ylabel("share")
     ax.legend(fontsize=7)
-    keys = png(fig)
+    keys = figure_png(fig)
 
     def ranges(df):
         return np.array([(max(p) - min(p)) if len(p) else 0 for p in df["pitch"].to_list()])
 
     fig, ax = plt.subplots(figsize=(6, 2.6))
     pair_hist(ax, ranges(train), ranges(ref), np.arange(0, 40, 2), "pitch range (semitones)")
-    rng = png(fig)
+    rng = figure_png(fig)
     return CardFigures(pcs, tempo, keys, rng)
+
+
+def source_yields(augmented: pl.DataFrame, accepted: pl.DataFrame) -> tuple[list[dict], list[dict]]:
+    """Rows per (tier, source) — licences, sources, examples after augmentation, accepted, yield —
+    and per tier (sources and examples before and after the filter)."""
+    by_source = []
+    for (tier, source), part in sorted(augmented.group_by(["tier", "source"]), key=lambda kv: kv[0]):
+        acc = accepted.filter((pl.col("tier") == tier) & (pl.col("source") == source))
+        by_source.append({
+            "tier": tier, "source": source, "licence": "; ".join(sorted(set(part["licence"].to_list()))),
+            "sources": part["source_id"].n_unique(), "augmented": len(part), "accepted": len(acc),
+            "yield": round(len(acc) / len(part), 3) if len(part) else None,
+        })
+    by_tier = []
+    for tier in (1, 2, 3):
+        part = augmented.filter(pl.col("tier") == tier)
+        acc = accepted.filter(pl.col("tier") == tier)
+        if len(part):
+            by_tier.append({"tier": tier, "sources": part["source_id"].n_unique(), "sources_accepted": acc["source_id"].n_unique(), "examples": len(part), "accepted": len(acc), "example_yield": round(len(acc) / len(part), 3)})
+    return by_source, by_tier
 
 
 @dataclass

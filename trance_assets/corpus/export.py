@@ -14,7 +14,6 @@ No Dagster imports: this module is part of the domain core.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import polars as pl
 from upath import UPath
 
 from ..formats.tfrecord import write_tfrecord
-from ..storage import atomic_write_bytes, atomic_write_dir, atomic_write_text
+from ..storage import atomic_write_bytes, atomic_write_dir, atomic_write_parquet, atomic_write_text, is_local, local_path, sha256_file
 from .examples import Example, from_table
 from .splits import SPLITS
 
@@ -31,14 +30,6 @@ TFRECORD_NAME = "notesequences.tfrecord"
 REMI_NAME = "remi_tokens.parquet"
 METADATA_DIR = "metadata"
 TOKENIZER_NAME = "tokenizer.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def notesequence_bytes(ex: Example, split: str) -> bytes:
@@ -71,7 +62,7 @@ def write_tfrecords(root: UPath, splits: pl.DataFrame) -> dict[str, dict]:
         info = {"examples": n, "path": str(target)}
         if target.exists():
             info["bytes"] = target.stat().st_size
-            info["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
+            info["sha256"] = sha256_file(local_path(target)) if is_local(target) else hashlib.sha256(target.read_bytes()).hexdigest()
         out[split] = info
     return out
 
@@ -84,9 +75,7 @@ def write_remi(root: UPath, splits: pl.DataFrame, tokenizer_json: bytes) -> dict
         part = splits.filter(pl.col("split") == split).select(
             "example_id", "tier", "source", "group", "key", "bpm", pl.col("remi_ids").alias("ids"), pl.col("remi_ids").list.len().alias("n_tokens")
         )
-        buf = io.BytesIO()
-        part.write_parquet(buf)
-        target = atomic_write_bytes(root / split / REMI_NAME, buf.getvalue())
+        target = atomic_write_parquet(root / split / REMI_NAME, part)
         out[split] = {
             "examples": len(part),
             "tokens": int(part["n_tokens"].sum()) if len(part) else 0,
@@ -158,9 +147,8 @@ def write_metadata(root: UPath, splits: pl.DataFrame, code_versions: dict) -> di
                     "content_hash": m["content_hash"],
                 }
             )
-    buf = io.BytesIO()
-    pl.DataFrame(index_rows, schema={"example_id": pl.String, "split": pl.String, "group": pl.String, "tier": pl.Int64, "source": pl.String, "source_file": pl.String, "licence": pl.String, "parent": pl.String, "transforms": pl.String, "key": pl.String, "bpm": pl.Float64, "content_hash": pl.String}).write_parquet(buf)
-    atomic_write_bytes(root / "examples.parquet", buf.getvalue())
+    index = pl.DataFrame(index_rows, schema={"example_id": pl.String, "split": pl.String, "group": pl.String, "tier": pl.Int64, "source": pl.String, "source_file": pl.String, "licence": pl.String, "parent": pl.String, "transforms": pl.String, "key": pl.String, "bpm": pl.Float64, "content_hash": pl.String})
+    atomic_write_parquet(root / "examples.parquet", index)
     return out
 
 

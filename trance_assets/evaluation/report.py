@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from ..music.pianoroll import piano_roll_png
+from ..music.pianoroll import figure_png, piano_roll_png
 from .benchmark import OUTCOME_METRICS, BenchmarkResult
 from .metrics import METRICS
 
@@ -82,16 +81,6 @@ def render_markdown(res: BenchmarkResult, *, html_name: str = "benchmark_report.
     return "\n".join(lines) + "\n"
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def metric_figure(res: BenchmarkResult) -> bytes:
     """One box plot per metric: each configuration against the reference corpus."""
     import matplotlib
@@ -113,7 +102,7 @@ def metric_figure(res: BenchmarkResult) -> bytes:
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
-    return _png(fig)
+    return figure_png(fig, dpi=80)
 
 
 def best_and_worst(res: BenchmarkResult) -> list[tuple[str, bytes]]:

@@ -220,6 +220,11 @@ def paired_comparisons(values: Mapping[str, Mapping[str, Sequence[Value]]], alph
                     "rank_biserial": matched_pairs_rank_biserial(a, b),
                 }
             )
+    return _with_holm(rows, alpha)
+
+
+def _with_holm(rows: list[dict], alpha: float) -> list[dict]:
+    """Add `p_holm` (Holm across every row) and `significant` (p_holm < alpha) to test rows."""
     adjusted = holm([r["p"] for r in rows])
     for r, ph in zip(rows, adjusted):
         r["p_holm"] = ph
@@ -259,8 +264,4 @@ def reference_comparisons(
                     "cliffs_delta": cliffs_delta(x, y),
                 }
             )
-    adjusted = holm([r["p"] for r in rows])
-    for r, ph in zip(rows, adjusted):
-        r["p_holm"] = ph
-        r["significant"] = ph is not None and ph < alpha
-    return rows
+    return _with_holm(rows, alpha)

@@ -36,6 +36,7 @@ import torch
 
 from ..music.melody import BEATS_PER_BAR, ChordSpan, Melody, Note
 from ..music.theory import Chord, Key, parse_chord, parse_key
+from ..storage import sha256_file
 from .base import GeneratorInfo, register
 
 STEPS_PER_BEAT = 4
@@ -147,16 +148,19 @@ def _checkpoint_dir(checkpoint, backend: str) -> tuple[Path, Path]:
     raise FileNotFoundError(f"{backend} checkpoint {str(d)!r} has no model.safetensors")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _config_hash(config_dict: dict) -> str:
     return hashlib.sha1(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _checkpoint_info(name: str, config: dict, weights: Path, description: str, checkpoint, temperature: float) -> GeneratorInfo:
+    """Version from the model config, checkpoint = sha256 of the weights file."""
+    return GeneratorInfo(
+        name=name,
+        version=f"{name}-{_config_hash(config)}",
+        checkpoint=sha256_file(weights),
+        description=description,
+        options={"checkpoint": str(checkpoint), "temperature": temperature},
+    )
 
 
 def _chord_spans(chords: list[Chord], bars: int) -> tuple[ChordSpan, ...]:
@@ -204,12 +208,8 @@ class MelodyRNNGenerator:
         if cfg.chord_dim not in (0, 25):
             raise ValueError(f"melody_rnn checkpoint {str(d)!r}: chord_dim must be 0 or 25, got {cfg.chord_dim}")
         self.checkpoint_dir = str(d)
-        self.info = GeneratorInfo(
-            name=self.name,
-            version=f"{self.name}-{_config_hash(cfg.to_dict())}",
-            checkpoint=_sha256(weights),
-            description=f"Melody RNN attention_rnn{' (chord-conditioned)' if cfg.chord_dim else ''} from {d}",
-            options={"checkpoint": str(checkpoint), "temperature": self.temperature},
+        self.info = _checkpoint_info(
+            self.name, cfg.to_dict(), weights, f"Melody RNN attention_rnn{' (chord-conditioned)' if cfg.chord_dim else ''} from {d}", checkpoint, self.temperature
         )
 
     def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
@@ -300,13 +300,7 @@ class MusicVAEGenerator:
                 f"musicvae checkpoint {str(d)!r}: steps_per_bar must be {STEPS_PER_BAR} (16th steps), "
                 f"got {cfg.steps_per_bar}"
             )
-        self.info = GeneratorInfo(
-            name=self.name,
-            version=f"{self.name}-{_config_hash(cfg.to_dict())}",
-            checkpoint=_sha256(weights),
-            description=f"MusicVAE hierdec-mel ({cfg.bars} bars, z={cfg.z_size}) from {d}",
-            options={"checkpoint": str(checkpoint), "temperature": self.temperature},
-        )
+        self.info = _checkpoint_info(self.name, cfg.to_dict(), weights, f"MusicVAE hierdec-mel ({cfg.bars} bars, z={cfg.z_size}) from {d}", checkpoint, self.temperature)
 
     def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
         from ..models.melody_encoding import best_major_key

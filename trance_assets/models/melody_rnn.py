@@ -53,7 +53,6 @@ blocks in PyTorch's order ``(i, f, g, o)`` (``g`` = TF's ``j``), so the weights 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -63,9 +62,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint_io import CONFIG_FILE, WEIGHTS_FILE, load_model_dir, save_model_dir  # noqa: F401  (file names re-exported)
+
 FORGET_BIAS = 1.0
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 # TF gate blocks (i, j, f, o) -> torch blocks (i, f, g=j, o); the permutation is its own inverse.
 _GATE_PERM = (0, 2, 1, 3)
@@ -488,23 +487,13 @@ class MelodyRNN(nn.Module):
     # ----------------------------------------------------------------------------- persistence
     def save(self, path_dir: str | Path) -> Path:
         """Write ``model.safetensors`` (torch parameter names) and ``config.json`` into path_dir."""
-        from safetensors.torch import save_file
-
-        path = Path(path_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
-        (path / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
-        return path
+        return save_model_dir(path_dir, self, self.config.to_dict())
 
     @classmethod
     def load(cls, path_dir: str | Path, map_location: str = "cpu") -> "MelodyRNN":
-        from safetensors.torch import load_file
-
-        path = Path(path_dir)
-        cfg = MelodyRNNConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-        model = cls(cfg)
-        model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device=map_location), strict=True)
+        config, state = load_model_dir(path_dir, map_location)
+        model = cls(MelodyRNNConfig.from_dict(config))
+        model.load_state_dict(state, strict=True)
         return model
 
 

@@ -57,9 +57,8 @@ ignored.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -68,13 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-try:  # optional dependency
-    from safetensors.torch import load_file as _st_load_file
-    from safetensors.torch import save_file as _st_save_file
-
-    HAVE_SAFETENSORS = True
-except ImportError:  # pragma: no cover - exercised only without safetensors
-    HAVE_SAFETENSORS = False
+from .checkpoint_io import load_model_dir, save_model_dir
 
 # --------------------------------------------------------------------------------------------
 # Data encoding
@@ -599,28 +592,13 @@ class MusicVAE(nn.Module):
 
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (``model.pt`` without safetensors)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        if HAVE_SAFETENSORS:
-            _st_save_file(state, str(d / "model.safetensors"), metadata={"format": "pt", "model": "musicvae"})
-        else:  # pragma: no cover
-            torch.save(state, d / "model.pt")
-        return d
+        """Write ``config.json`` + ``model.safetensors``."""
+        return save_model_dir(directory, self, self.config.to_dict(), {"model": "musicvae"})
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MusicVAE":
-        d = Path(directory)
-        cfg = MusicVAEConfig.from_dict(json.loads((d / "config.json").read_text()))
-        model = cls(cfg)
-        if (d / "model.safetensors").exists():
-            if not HAVE_SAFETENSORS:  # pragma: no cover
-                raise RuntimeError("model.safetensors present but safetensors is not installed")
-            state = _st_load_file(str(d / "model.safetensors"), device=str(map_location))
-        else:
-            state = torch.load(d / "model.pt", map_location=map_location, weights_only=True)
+        config, state = load_model_dir(directory, map_location)
+        model = cls(MusicVAEConfig.from_dict(config))
         model.load_state_dict(state)
         return model
 
@@ -703,7 +681,6 @@ def train_step(
 
 __all__ = [
     "DEPTH",
-    "HAVE_SAFETENSORS",
     "LSTMBlockLayer",
     "LSTMStack",
     "MusicVAE",

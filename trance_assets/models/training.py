@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint_io import WEIGHTS_FILE
+
 __all__ = [
     "TrainConfig",
     "TrainResult",
@@ -53,7 +55,6 @@ __all__ = [
 LAST = "last"
 BEST = "best"
 STATE_FILE = "state.json"
-WEIGHTS_FILE = "model.safetensors"
 BEST_WEIGHTS_FILE = "best.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 

@@ -36,8 +36,15 @@ def piano_roll_png(melodies: Sequence[Melody], *, titles: Sequence[str] | None =
         title = titles[i] if titles else f"{m.name}  ({m.key}, {m.bpm:g} BPM, {len(m.notes)} notes)"
         ax.set_title(title, fontsize=8, loc="left")
     axes[-1, 0].set_xlabel("beats", fontsize=7)
+    return figure_png(fig)
+
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+    """A matplotlib figure as PNG bytes (tight layout); the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
