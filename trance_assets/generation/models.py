@@ -170,6 +170,73 @@ def _chord_spans(chords: list[Chord], bars: int) -> tuple[ChordSpan, ...]:
     )
 
 
+def c_frame_chord_rows(model, chords: Sequence[Chord], bars: int, frame: int) -> list[np.ndarray] | None:
+    """Per-bar chord one-hots in the model's C frame (None for a model without chord inputs)."""
+    from ..models.melody_encoding import chord_one_hot
+
+    if model.config.chord_dim == 0:
+        return None
+    return [chord_one_hot(chords[b % len(chords)].symbol, transpose=-frame) for b in range(bars)]
+
+
+@torch.no_grad()
+def sample_rnn_events(
+    model, primer: Sequence[int], total: int, chord_rows: Sequence[np.ndarray] | None,
+    temperature: float, seeds: Sequence[int],
+) -> list[list[int]]:
+    """Continue the C-frame `primer` events (squashed range, 48-83) to `total` events, one
+    continuation per seed, sampled as one batch.
+
+    Input p describes events[:p + 1] and predicts event p + 1 (`KeyMelodyEncoderDecoder`); with
+    chord rows it carries the chord of the bar of step p + 1 (the training pairing). Each row draws
+    from its own ``torch.Generator`` seeded with its seed, so a continuation does not depend on
+    which other seeds share the batch. Features are computed incrementally (one `push` per event).
+    """
+    from ..models.melody_encoding import KeyMelodyEncoderDecoder
+
+    enc = KeyMelodyEncoderDecoder()
+    primer = [int(e) for e in primer]
+    if not seeds:
+        return []
+    if not primer:
+        raise ValueError("the primer needs at least one event")
+    if len(primer) >= total:
+        return [primer[:total] for _ in seeds]
+
+    def with_chord(row: np.ndarray, p: int) -> np.ndarray:
+        if chord_rows is None:
+            return row
+        return np.concatenate([row, chord_rows[min(p + 1, total - 1) // STEPS_PER_BAR]])
+
+    feats = [enc.incremental() for _ in seeds]
+    for f in feats:
+        for e in primer:
+            f.push(e)
+    probe = enc.incremental()
+    primer_x = np.stack([with_chord(probe.push(e), p) for p, e in enumerate(primer)]).astype(np.float32)
+    x = torch.from_numpy(np.repeat(primer_x[None], len(seeds), axis=0))
+    was_training = model.training
+    model.eval()
+    try:
+        logits, state = model(x)
+        last = logits[:, -1]
+        gens = [_torch_generator(s) for s in seeds]
+        events = [list(primer) for _ in seeds]
+        while True:
+            probs = torch.softmax(last / float(temperature), dim=-1)
+            rows = []
+            for i, ev in enumerate(events):
+                label = int(torch.multinomial(probs[i], 1, generator=gens[i]))
+                ev.append(enc.class_to_event(label, ev))
+                rows.append(with_chord(feats[i].push(ev[-1]), len(ev) - 1))
+            if len(events[0]) >= total:
+                return events
+            out, state = model.step(torch.from_numpy(np.stack(rows).astype(np.float32)), state)
+            last = out
+    finally:
+        model.train(was_training)
+
+
 # -------------------------------------------------------------------------------- Melody RNN
 class MelodyRNNGenerator:
     """Melody RNN (attention_rnn) backend.
@@ -213,40 +280,12 @@ class MelodyRNNGenerator:
         )
 
     def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
-        from ..models.melody_encoding import chord_one_hot
-        from ..models.melody_rnn import sample
-
         key_obj, chords = _validate_prompt(key, bpm, chord_progression, bars, seed)
         bars = int(bars)
         total = bars * STEPS_PER_BAR
         frame = major_tonic(key_obj)
         primer = 60 if key_obj.mode == "major" else 69
-        use_chords = self.model.config.chord_dim > 0
-        chord_rows = (
-            [chord_one_hot(chords[b % len(chords)].symbol, transpose=-frame) for b in range(bars)]
-            if use_chords else None
-        )
-        enc = self.encoder
-        events: list[int] = [primer]
-
-        def input_at(p: int) -> np.ndarray:
-            x = enc.events_to_input(events, p)
-            if use_chords:
-                nxt = min(p + 1, total - 1)  # the step this input predicts
-                x = np.concatenate([x, chord_rows[nxt // STEPS_PER_BAR]])
-            return x.astype(np.float32)
-
-        def next_input(labels: list[int]) -> np.ndarray:
-            events.append(enc.class_to_event(labels[-1], events))
-            return input_at(len(events) - 1)
-
-        steps = total - 1
-        if steps > 0:
-            primer_inputs = torch.from_numpy(input_at(0)).reshape(1, -1)
-            labels = sample(self.model, primer_inputs, next_input, steps,
-                            temperature=self.temperature, generator=_torch_generator(seed))
-            events.append(enc.class_to_event(labels[-1], events))  # the last label is not fed back
-        events = events[:total]
+        events = sample_rnn_events(self.model, [primer], total, c_frame_chord_rows(self.model, chords, bars, frame), self.temperature, [seed])[0]
         notes = events_to_notes(events, transpose=_nearest_shift(frame))
         return Melody(
             notes=tuple(notes),

@@ -70,6 +70,7 @@ __all__ = [
     "major_key_histogram",
     "best_major_key",
     "squash",
+    "IncrementalInputs",
     "unsquash",
     "KeyMelodyEncoderDecoder",
     "CHORD_DIM",
@@ -477,54 +478,16 @@ class KeyMelodyEncoderDecoder:
     def _inputs(self, ev: np.ndarray, upto: int) -> np.ndarray:
         """Input rows for positions 0..upto-1 in one pass (float32 [upto, input_size])."""
         out = np.zeros((upto, self.input_size), dtype=np.float32)
-        current = None
-        attack = False
-        direction = 0.0  # 0 = no pitch change yet, +1 up, -1 down
-        last3: list[int] = []
-        pc_counts = np.zeros(12, dtype=np.int64)
-        bits = np.arange(self.binary_counter_bits)
+        state = self.incremental()
         for p in range(upto):
-            e = int(ev[p])
-            if e == NO_EVENT:
-                attack = False
-            elif e == NOTE_OFF:
-                current = None
-            else:
-                attack = True
-                current = e
-                if last3:
-                    if e > last3[-1]:
-                        direction = 1.0
-                    elif e < last3[-1]:
-                        direction = -1.0
-                if e in last3:
-                    last3.remove(e)
-                last3.append(e)
-                if len(last3) > 3:
-                    del last3[0]
-                pc_counts[e % 12] += 1
-            row = out[p]
-            if current is not None:
-                row[self.off_pitch + current - self.min_note] = 1.0
-                row[self.off_note] = 1.0
-            else:
-                row[self.off_note + 1] = 1.0
-            if attack:
-                row[self.off_attack] = 1.0
-            row[self.off_ascending] = direction
-            for i, d in enumerate(self.lookback_distances):
-                if p >= d and ev[p] == ev[p - d]:
-                    row[self.off_lookback + i] = 1.0
-            n = p + 1
-            row[self.off_counter : self.off_bar] = np.where((n >> bits) & 1, 1.0, -1.0)
-            if n % self.steps_per_bar == 0:
-                row[self.off_bar] = 1.0
-            row[self.off_key : self.off_key + 12] = self._key_multi_hot(pc_counts)
-            recent = np.zeros(12, dtype=np.int64)
-            for x in last3:
-                recent[x % 12] += 1
-            row[self.off_recent_key : self.off_recent_key + 12] = self._key_multi_hot(recent)
+            state.push(int(ev[p]), out[p])
         return out
+
+    def incremental(self) -> "IncrementalInputs":
+        """A stateful encoder: ``push(event)`` returns the input row for the event just appended
+        (what `events_to_input(events, len(events) - 1)` gives, in O(1) instead of O(length)):
+        the sampler's way of feeding back one event per step."""
+        return IncrementalInputs(self)
 
     def events_to_input(self, events: Sequence[int], position: int) -> np.ndarray:
         """The input vector (float32 [input_size]) for `position` (see the class docstring)."""
@@ -587,6 +550,76 @@ class KeyMelodyEncoderDecoder:
 
 CHORD_DIM = 25
 NO_CHORD_SYMBOLS = frozenset({"", "N.C.", "NC", "N.C", "N"})
+
+
+class IncrementalInputs:
+    """Running state of `KeyMelodyEncoderDecoder`'s input features (see that class's docstring):
+    one `push` per event, in order. `_inputs` is built on it, so the two cannot disagree."""
+
+    def __init__(self, enc: KeyMelodyEncoderDecoder) -> None:
+        self.enc = enc
+        self.events: list[int] = []
+        self.current: int | None = None
+        self.attack = False
+        self.direction = 0.0  # 0 = no pitch change yet, +1 up, -1 down
+        self.last3: list[int] = []
+        self.pc_counts = np.zeros(12, dtype=np.int64)
+        self._bits = np.arange(enc.binary_counter_bits)
+
+    def push(self, e: int, row: np.ndarray | None = None) -> np.ndarray:
+        """Append event `e` and return (or fill `row` with) the input for its position."""
+        enc = self.enc
+        e = int(e)
+        if e < NO_EVENT or (e >= 0 and not enc.min_note <= e < enc.max_note):
+            raise ValueError(
+                f"event {e} at step {len(self.events)} is not NO_EVENT, NOTE_OFF or a note-on in "
+                f"[{enc.min_note}, {enc.max_note}) (squash the melody first)"
+            )
+        ev = self.events
+        ev.append(e)
+        p = len(ev) - 1
+        if e == NO_EVENT:
+            self.attack = False
+        elif e == NOTE_OFF:
+            self.current = None
+        else:
+            self.attack = True
+            self.current = e
+            last3 = self.last3
+            if last3:
+                if e > last3[-1]:
+                    self.direction = 1.0
+                elif e < last3[-1]:
+                    self.direction = -1.0
+            if e in last3:
+                last3.remove(e)
+            last3.append(e)
+            if len(last3) > 3:
+                del last3[0]
+            self.pc_counts[e % 12] += 1
+        if row is None:
+            row = np.zeros(enc.input_size, dtype=np.float32)
+        if self.current is not None:
+            row[enc.off_pitch + self.current - enc.min_note] = 1.0
+            row[enc.off_note] = 1.0
+        else:
+            row[enc.off_note + 1] = 1.0
+        if self.attack:
+            row[enc.off_attack] = 1.0
+        row[enc.off_ascending] = self.direction
+        for i, d in enumerate(enc.lookback_distances):
+            if p >= d and ev[p] == ev[p - d]:
+                row[enc.off_lookback + i] = 1.0
+        n = p + 1
+        row[enc.off_counter : enc.off_bar] = np.where((n >> self._bits) & 1, 1.0, -1.0)
+        if n % enc.steps_per_bar == 0:
+            row[enc.off_bar] = 1.0
+        row[enc.off_key : enc.off_key + 12] = enc._key_multi_hot(self.pc_counts)
+        recent = np.zeros(12, dtype=np.int64)
+        for x in self.last3:
+            recent[x % 12] += 1
+        row[enc.off_recent_key : enc.off_recent_key + 12] = enc._key_multi_hot(recent)
+        return row
 
 
 def chord_one_hot(symbol: str | None, transpose: int = 0) -> np.ndarray:
