@@ -67,7 +67,7 @@ def get_generator(backend: str, **options) -> Generator:
 
 
 def _load_builtin() -> None:
-    from . import models, rules  # noqa: F401  (register "rules", "melody_rnn", "musicvae"; models imports torch)
+    from . import hybrid, models, rules  # noqa: F401  (register "rules", "melody_rnn", "musicvae", "hybrid"; models import torch)
 
 
 @dataclass(frozen=True)
