@@ -425,3 +425,24 @@ def test_sample_is_reproducible_with_a_generator():
     b = sample(model, primer, fn, steps=12, temperature=1.0, generator=torch.Generator().manual_seed(3))
     assert a == b and len(a) == 12 and all(0 <= k < 5 for k in a)
     assert model.training  # mode restored
+
+
+# ---- chord inputs added to a model without them (imported attention_rnn bundles) -------------------
+
+
+@pytest.mark.parametrize("first_only", [True, False])
+def test_with_chord_inputs_keeps_the_outputs_and_learns_the_chords(first_only):
+    torch.manual_seed(3)
+    base = MelodyRNN(MelodyRNNConfig(layers=(12, 10), attn_length=4, attention_on_first_layer_only=first_only)).eval()
+    wide = base.with_chord_inputs(25).eval()
+    assert wide.config.chord_dim == 25 and wide.config.first_input_size == 99
+    x = torch.randn(3, 9, 74)
+    want, _ = base(x)
+    for chords in (torch.zeros(3, 9, 25), torch.rand(3, 9, 25)):
+        got, _ = wide(x, chords=chords)
+        assert torch.allclose(got, want, atol=1e-5)
+    wide.train()
+    wide(x, chords=torch.rand(3, 9, 25))[0].sum().backward()
+    assert wide.attn_cell.cells[0].weight_ih.grad[:, 74:].abs().sum() > 0  # the new inputs learn
+    with pytest.raises(ValueError, match="already has chord inputs"):
+        wide.with_chord_inputs(25)

@@ -484,6 +484,44 @@ class MelodyRNN(nn.Module):
         model.load_tf_weights(tensors)
         return model
 
+    # ----------------------------------------------------------------------------- chords
+    def with_chord_inputs(self, chord_dim: int = 25) -> "MelodyRNN":
+        """A copy that also reads a chord one-hot on every step (Improv RNN style), computing
+        exactly what this model computes until training changes the new weights.
+
+        For a model without chord inputs (an imported `attention_rnn` bundle): the input projection
+        of the attention wrapper gets ``chord_dim`` more inputs and outputs — the new outputs copy
+        the chord inputs (identity), the old outputs ignore them (zero weights) — and the first
+        LSTM cell gets zero weights for the new inputs. The logits are unchanged whatever the
+        chords, and the new LSTM weights receive gradients from the first step (the chord signal
+        reaches them through the identity), so fine-tuning can learn to use the chords.
+        """
+        cfg = self.config
+        if cfg.chord_dim:
+            raise ValueError(f"the model already has chord inputs (chord_dim={cfg.chord_dim})")
+        if chord_dim < 1:
+            raise ValueError("chord_dim must be >= 1")
+        new = MelodyRNN(dataclasses.replace(cfg, chord_dim=int(chord_dim)))
+        old_sd = self.state_dict()
+        sd = new.state_dict()
+        n_in, c = cfg.first_input_size, int(chord_dim)
+        a = self.attn_cell.attn_size
+        for k, v in old_sd.items():
+            if k not in ("attn_cell.input_proj.weight", "attn_cell.input_proj.bias", "attn_cell.cells.0.weight_ih"):
+                sd[k] = v.clone()
+        w_old = old_sd["attn_cell.input_proj.weight"]  # [n_in, n_in + a]: inputs [x, attns]
+        w = torch.zeros(n_in + c, n_in + c + a, dtype=w_old.dtype)
+        w[:n_in, :n_in] = w_old[:, :n_in]
+        w[:n_in, n_in + c:] = w_old[:, n_in:]
+        w[n_in:, n_in:n_in + c] = torch.eye(c, dtype=w_old.dtype)
+        sd["attn_cell.input_proj.weight"] = w
+        sd["attn_cell.input_proj.bias"] = torch.cat([old_sd["attn_cell.input_proj.bias"], torch.zeros(c, dtype=w_old.dtype)])
+        k_old = old_sd["attn_cell.cells.0.weight_ih"]  # [4H, n_in]
+        sd["attn_cell.cells.0.weight_ih"] = torch.cat([k_old, torch.zeros(k_old.shape[0], c, dtype=k_old.dtype)], dim=1)
+        new.load_state_dict(sd, strict=True)
+        new.train(self.training)
+        return new
+
     # ----------------------------------------------------------------------------- persistence
     def save(self, path_dir: str | Path) -> Path:
         """Write ``model.safetensors`` (torch parameter names) and ``config.json`` into path_dir."""
