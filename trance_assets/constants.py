@@ -6,6 +6,7 @@ TIER1 = "tier1"
 TIER2 = "tier2"
 TIER3 = "tier3"
 CORPUS = "corpus"
+MODELS = "models"
 EVALUATION = "evaluation"
 
 # Concurrency pools (limits in dagster.yaml: `concurrency.pools`).
@@ -17,6 +18,7 @@ GOLD_MELODIES = "gold_melodies"
 
 # Environment variables read when the code location loads.
 ENV_PROFILE = "TRANCE_PROFILE"
+ENV_PROFILE_OVERRIDES = "TRANCE_PROFILE_OVERRIDES"  # JSON object of Profile fields
 ENV_STORAGE = "TRANCE_STORAGE"
 ENV_INBOX = "TRANCE_INBOX"
 # GigaMIDI source (Tier 3): a local folder of its parquet shards, or the hub config name + a token.
@@ -25,3 +27,5 @@ ENV_GIGAMIDI_CONFIG = "TRANCE_GIGAMIDI_CONFIG"
 ENV_HF_TOKEN = "HF_TOKEN"
 
 SENSOR_INTERVAL_SECONDS = 10
+# Magenta checkpoints to import instead of pre-training (models/<family>_base).
+ENV_MAGENTA = {"melody_rnn": "TRANCE_MELODY_RNN_MAGENTA", "musicvae": "TRANCE_MUSICVAE_MAGENTA"}

@@ -55,16 +55,55 @@ class Profile:
     evaluation_bars: int = 16
     evaluation_bpm: float = 140.0
     evaluation_seed: int = 0
-    # (configuration name, backend, JSON options)
+    # (configuration name, backend, JSON options). An option value "@models/<name>" is the folder of
+    # that trained model asset; "@reference_pc" is the reference corpus's pitch-class histogram.
     evaluation_configs: tuple[tuple[str, str, str], ...] = (
         ("rules", "rules", "{}"),
         ("rules-dense", "rules", '{"density": 0.75, "chord_tone_bias": 0.7}'),
+        ("melody_rnn", "melody_rnn", '{"checkpoint": "@models/melody_rnn_trance"}'),
+        ("musicvae", "musicvae", '{"checkpoint": "@models/musicvae_trance"}'),
+        ("phase1_pretrained", "hybrid", '{"melody_rnn": "@models/melody_rnn_base", "musicvae": "@models/musicvae_base", '
+         '"reference_pc": "@reference_pc", "label": "phase1_pretrained"}'),
+        ("phase2_finetuned", "hybrid", '{"melody_rnn": "@models/melody_rnn_trance", "musicvae": "@models/musicvae_trance", '
+         '"reference_pc": "@reference_pc", "label": "phase2_finetuned"}'),
     )
     reference_source: str = "test"  # "test": Tier 1 test split (kept out of training); "all": all of Tier 1
     listening_configs: tuple[str, str] = ("rules", "rules-dense")
     listening_pairs: int = 10
     gate_composite_ratio: float = 0.90
     gate_listening_win_rate: float = 0.70
+    # models (issue 6): demo = small CPU sizes and a few hundred steps; full = the published sizes
+    # and the plan's hyperparameters (a GPU). Stages: pre-train on Tier 3, fine-tune on Tier 2, a
+    # final pass on Tier 1 (steps per stage; validation early stopping within each).
+    melody_rnn_layers: tuple[int, ...] = (64, 64)
+    melody_rnn_attn_length: int = 16
+    melody_rnn_chord_conditioned: bool = True  # Improv RNN style: the chord one-hot on every step
+    melody_rnn_batch_size: int = 16
+    melody_rnn_lr: float = 1e-3
+    melody_rnn_max_seq_len: int | None = 128  # demo: truncate examples (CPU time); full: None
+    melody_rnn_steps: tuple[int, int, int] = (150, 60, 60)  # Tier 3, Tier 2, Tier 1
+    musicvae_enc_sizes: tuple[int, ...] = (64,)
+    musicvae_conductor_sizes: tuple[int, ...] = (64,)
+    musicvae_dec_sizes: tuple[int, ...] = (64,)
+    musicvae_z_size: int = 32
+    musicvae_free_bits: float = 16.0  # nats; 256 for z = 512 in the published config
+    musicvae_batch_size: int = 16
+    musicvae_finetune_lr: float = 1e-4  # the plan's fine-tuning learning rate
+    musicvae_steps: tuple[int, int, int] = (100, 60, 60)
+    model_eval_every: int = 20
+    model_patience: int = 4
+    model_seed: int = 0
+    model_device: str = "auto"  # "auto": CUDA when present
+    # torch threads while training: 1 on the 2-core demo machine, where a second busy process turns
+    # torch's spinning worker threads into a 10-30x slowdown (measured); None = torch's default
+    model_threads: int | None = 1
+    # the plan's success criteria for the models
+    model_criteria_prompts: int = 24  # melodies per model for chord-tone / histogram / self-similarity
+    model_min_chord_tone_gain: float = 0.10
+    model_interpolation_steps: int = 10
+    model_variation_noise: float = 0.2
+    model_variation_min_compliance: float = 0.90
+    model_min_reconstruction_accuracy: float = 0.50
     # success criteria (source melodies before augmentation; the plan's numbers in `full`)
     min_tier1_sources: int = 10
     min_tier2_sources: int = 6
@@ -72,6 +111,41 @@ class Profile:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def model_config(self, family: str) -> dict:
+        """The model-config dict of a family at this profile's size (`MelodyRNNConfig` /
+        `MusicVAEConfig` fields)."""
+        if family == "melody_rnn":
+            return {"layers": list(self.melody_rnn_layers), "attn_length": self.melody_rnn_attn_length,
+                    "chord_dim": 25 if self.melody_rnn_chord_conditioned else 0}
+        if family == "musicvae":
+            return {"enc_sizes": list(self.musicvae_enc_sizes), "conductor_sizes": list(self.musicvae_conductor_sizes),
+                    "dec_sizes": list(self.musicvae_dec_sizes), "z_size": self.musicvae_z_size,
+                    "free_bits": self.musicvae_free_bits, "batch_size": self.musicvae_batch_size}
+        raise ValueError(f"unknown model family {family!r}")
+
+    def model_stages(self, family: str, kind: str) -> list:
+        """`models.pipeline.Stage`s: kind "base" = pre-train on Tier 3; "trance" = fine-tune on
+        Tier 2, then a final pass on Tier 1."""
+        from .models.pipeline import Stage
+        from .models.training import TrainConfig
+
+        steps = self.melody_rnn_steps if family == "melody_rnn" else self.musicvae_steps
+        rnn = family == "melody_rnn"
+
+        def cfg(n: int) -> TrainConfig:
+            return TrainConfig(
+                max_steps=int(n), batch_size=self.melody_rnn_batch_size if rnn else self.musicvae_batch_size,
+                eval_every=self.model_eval_every, patience=self.model_patience, seed=self.model_seed,
+                device=self.model_device, threads=self.model_threads, lr=self.melody_rnn_lr, max_seq_len=self.melody_rnn_max_seq_len if rnn else None,
+            )
+
+        fine = () if rnn else (("learning_rate", self.musicvae_finetune_lr),)
+        if kind == "base":
+            return [Stage("pretrain_tier3", (3,), cfg(steps[0]))]
+        if kind == "trance":
+            return [Stage("finetune_tier2", (2,), cfg(steps[1]), fine), Stage("finetune_tier1", (1,), cfg(steps[2]), fine)]
+        raise ValueError(f"kind must be 'base' or 'trance', got {kind!r}")
 
     def quality_thresholds(self, tier: int):
         from .music.quality import QualityThresholds
@@ -111,6 +185,22 @@ PROFILES: dict[str, Profile] = {
         min_tier1_sources=50,
         min_tier2_sources=300,
         min_tier3_sources=500,
+        melody_rnn_layers=(128, 128),
+        melody_rnn_attn_length=40,
+        melody_rnn_batch_size=64,
+        melody_rnn_max_seq_len=None,
+        melody_rnn_steps=(20_000, 10_000, 2_000),
+        musicvae_enc_sizes=(2048, 2048),
+        musicvae_conductor_sizes=(1024, 1024),
+        musicvae_dec_sizes=(1024, 1024),
+        musicvae_z_size=512,
+        musicvae_free_bits=256.0,
+        musicvae_batch_size=32,
+        musicvae_steps=(50_000, 15_000, 2_000),
+        model_eval_every=500,
+        model_patience=5,
+        model_criteria_prompts=50,
+        model_threads=None,
     ),
 }
 
@@ -121,3 +211,28 @@ def get_profile(name: str, **overrides) -> Profile:
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
     return replace(base, **overrides) if overrides else base
+
+
+def parse_overrides(text: str) -> dict:
+    """Profile overrides from a JSON object (lists become tuples). ValueError naming unknown fields
+    or malformed JSON."""
+    import json
+    from dataclasses import fields
+
+    if not text or not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"profile overrides are not valid JSON ({e}): {text!r}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"profile overrides must be a JSON object, got {text!r}")
+    known = {f.name for f in fields(Profile)} - {"name"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown profile field(s) {unknown} in the overrides; known: {sorted(known)}")
+
+    def tup(v):
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+    return {k: tup(v) for k, v in data.items()}

@@ -7,8 +7,8 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
-from .constants import ENV_INBOX, ENV_PROFILE, ENV_STORAGE
-from .profiles import Profile, get_profile
+from .constants import ENV_INBOX, ENV_PROFILE, ENV_PROFILE_OVERRIDES, ENV_STORAGE
+from .profiles import Profile, get_profile, parse_overrides
 from .storage import as_upath
 
 
@@ -16,6 +16,10 @@ class SettingsResource(dg.ConfigurableResource):
     """Profile and locations. Storage is a local path or any fsspec URL (s3://bucket/prefix, ...)."""
 
     profile: str = Field(default="demo", description="Run profile: 'demo' (small, CPU, minutes) or 'full' (the plan's sizes).")
+    profile_overrides: str = Field(
+        default="",
+        description='Profile fields to change, as a JSON object, e.g. {"melody_rnn_steps": [2000, 500, 500]} (lists for tuples).',
+    )
     storage_url: str = Field(default="storage", description="Root of everything the pipeline writes: a local path or an fsspec URL.")
     inbox_dir: str = Field(
         default="",
@@ -28,10 +32,11 @@ class SettingsResource(dg.ConfigurableResource):
         if "://" not in storage:
             storage = str(as_upath(storage))
         inbox = os.environ.get(ENV_INBOX, "")
-        return cls(profile=os.environ.get(ENV_PROFILE, "demo"), storage_url=storage, inbox_dir=inbox)
+        return cls(profile=os.environ.get(ENV_PROFILE, "demo"), storage_url=storage, inbox_dir=inbox,
+                   profile_overrides=os.environ.get(ENV_PROFILE_OVERRIDES, ""))
 
     def get_profile(self) -> Profile:
-        return get_profile(self.profile)
+        return get_profile(self.profile, **parse_overrides(self.profile_overrides))
 
     @property
     def storage_root(self) -> UPath:

@@ -19,13 +19,17 @@ def state_dict_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
-def save_model_dir(directory: str | Path, module: torch.nn.Module, config: dict, metadata: dict | None = None) -> Path:
-    """Write `config.json` and `model.safetensors` into `directory` (created when missing)."""
+def save_model_dir(directory: str | Path, module: torch.nn.Module, config: dict) -> Path:
+    """Write `config.json` and `model.safetensors` into `directory` (created when missing).
+
+    The same weights always give the same bytes (so the file's sha256 identifies the weights): the
+    safetensors header carries one metadata key only — with several, safetensors writes them in a
+    random order."""
     from safetensors.torch import save_file
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    save_file(state_dict_cpu(module), str(d / WEIGHTS_FILE), metadata={"format": "pt", **(metadata or {})})
+    save_file(state_dict_cpu(module), str(d / WEIGHTS_FILE), metadata={"format": "pt"})
     (d / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
     return d
 

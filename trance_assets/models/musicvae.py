@@ -593,7 +593,7 @@ class MusicVAE(nn.Module):
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors``."""
-        return save_model_dir(directory, self, self.config.to_dict(), {"model": "musicvae"})
+        return save_model_dir(directory, self, self.config.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MusicVAE":

@@ -67,7 +67,7 @@ class TrainConfig:
     patience: int | None = 5  # evaluations without improvement before stopping; None = never stop
     seed: int = 0
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda"
-    threads: int | None = None  # torch.set_num_threads when given
+    threads: int | None = None  # torch.set_num_threads while training (restored after) when given
     lr: float = 1e-3  # Melody RNN (constant, the current attention_rnn config); MusicVAE: its own schedule
     clip_norm: float = 3.0  # Melody RNN per-tensor clip
     min_delta: float = 0.0
@@ -182,6 +182,7 @@ def _run(
     if n_train < 1:
         raise ValueError("no training examples")
     ckpt = Path(checkpoint_dir)
+    prev_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(int(config.threads))
     prev_det = torch.are_deterministic_algorithms_enabled()
@@ -269,6 +270,8 @@ def _run(
     finally:
         if config.deterministic and not prev_det:
             torch.use_deterministic_algorithms(False)
+        if config.threads:
+            torch.set_num_threads(prev_threads)
 
 
 def train_melody_rnn(
