@@ -102,7 +102,8 @@ def _cmd_generate(args) -> int:
         return 2
     target = atomic_write_bytes(as_upath(args.out), melody.to_midi_bytes())
     info = gen.info.to_dict()
-    print(json.dumps({"out": str(target), "generator": info, "key": melody.key, "bpm": melody.bpm, "bars": args.bars, "seed": args.seed, "notes": len(melody.notes), "chords": [c.symbol for c in melody.chords]}))
+    print(json.dumps({"out": str(target), "generator": info, "key": melody.key, "bpm": melody.bpm, "bars": args.bars, "seed": args.seed, "notes": len(melody.notes), "chords": [c.symbol for c in melody.chords],
+                      **({"winner": melody.attributes["winner"], "valid": melody.attributes.get("valid")} if "winner" in melody.attributes else {})}))
     return 0
 
 
@@ -201,6 +202,16 @@ def _cmd_demo(args) -> int:
     return run_demo()
 
 
+def _cmd_import_magenta(args) -> int:
+    from .headless import import_magenta_checkpoint
+    from .instance_home import prepare_dagster_home
+
+    project = Path(args.project_dir).resolve()
+    os.environ.setdefault("TRANCE_STORAGE", str(project / "storage"))  # before the definitions load
+    os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(project))
+    return import_magenta_checkpoint(str(Path(args.checkpoint).expanduser().resolve()), args.family, fine_tune=not args.no_fine_tune)
+
+
 def _cmd_ui(args) -> int:
     """Start dagster-webserver and dagster-daemon on the project's instance; stop both on Ctrl-C."""
     from .instance_home import prepare_dagster_home
@@ -279,6 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="materialize everything headless (what `make demo` runs)")
     p.add_argument("--project-dir", default=".", help="folder holding dagster.yaml and workspace.yaml")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "import-magenta",
+        help="convert a Magenta checkpoint (attention_rnn.mag, or a hierdec-mel_16bar checkpoint prefix) without TensorFlow, "
+        "then fine-tune it on the corpus (models/<family>_base -> models/<family>_trance)",
+    )
+    p.add_argument("checkpoint", help="a Melody RNN .mag bundle, or a MusicVAE V2 checkpoint prefix (<prefix>.index beside it) or its folder")
+    p.add_argument("--family", choices=["melody_rnn", "musicvae"], default=None, help="default: detected from the file")
+    p.add_argument("--no-fine-tune", action="store_true", help="only convert (models/<family>_base uses it on its next run)")
+    p.add_argument("--project-dir", default=".", help="project root (its storage/ and instance)")
+    p.set_defaults(func=_cmd_import_magenta)
 
     p = sub.add_parser("ui", help="start the Dagster UI and daemon (what `make run` runs)")
     p.add_argument("--project-dir", default=".")

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from .assets import corpus, evaluation
+from .assets.models import MODEL_ASSETS
 from .assets.bulk import GigaMidiResource, gigamidi_melodies, public_domain_melodies
 from .assets.extraction import melody, review_batches_pass, review_queue, separated_lead, transcription
 from .assets.gold import gold_melody
@@ -35,6 +36,7 @@ defs = dg.Definitions(
         corpus.notesequence_tfrecords,
         corpus.metadata,
         corpus.dataset_card,
+        *MODEL_ASSETS,
         evaluation.reference_stats,
         evaluation.listening_test_kit,
         evaluation.listening_test_results,

@@ -124,3 +124,50 @@ def run_demo(log=print) -> int:
         log(f"  benchmark report: {report}")
     log("  open the UI with `make run` to browse runs, metadata and lineage")
     return 1 if total_failed else 0
+
+
+def import_magenta_checkpoint(path: str, family: str | None = None, fine_tune: bool = True, log=print) -> int:
+    """`trance-assets import-magenta`: convert a Magenta checkpoint (no TensorFlow) into
+    <storage>/models/imported/<family>/ — which models/<family>_base then uses instead of
+    pre-training — and, with `fine_tune`, materialize models/<family>_base and
+    models/<family>_trance in the project's instance (the runs show in the UI)."""
+    import shutil
+    from pathlib import Path
+
+    from .definitions import defs, settings
+    from .models.pipeline import detect_family, import_magenta, publish
+    from .storage import local_path
+
+    try:
+        family = family or detect_family(path)
+        model, details = import_magenta(path, family)
+    except (OSError, ValueError, KeyError) as err:
+        log(f"trance-assets import-magenta: cannot import {path!r}: {err}")
+        return 2
+    target = local_path(settings.path("models", "imported", family))
+    tmp = target.parent / f".{family}.convert"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp)
+    publish(tmp, target, {"family": family, "kind": "imported", "imported": details})
+    shutil.rmtree(tmp, ignore_errors=True)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"imported {family} from {details['source']} (sha256 {details['source_sha256'][:16]}…): {params:,} parameters")
+    log(f"  config: {details['config']}")
+    log(f"  written to {target} (config.json + model.safetensors); models/{family}_base now uses it instead of pre-training")
+    log(f"  (delete {target} to go back to pre-training on Tier 3)")
+    if not fine_tune:
+        return 0
+    instance = dg.DagsterInstance.get()
+    job = defs.resolve_implicit_global_asset_job_def()
+    for name in (f"{family}_base", f"{family}_trance"):
+        key = dg.AssetKey(["models", name])
+        t0 = time.perf_counter()
+        result = job.execute_in_process(instance=instance, asset_selection=[key], raise_on_error=False, run_config=QUIET,
+                                        tags={"trance/launched_by": "trance-assets import-magenta"})
+        if not result.success:
+            log(f"  FAILED  models/{name}: {_failure_message(result)}")
+            return 1
+        log(f"  ok      models/{name}  ({time.perf_counter() - t0:.1f} s)")
+    log(f"  fine-tuned model: {Path(str(settings.path('models', f'{family}_trance', 'model')))}")
+    log("  the criteria are the asset checks of models/" + f"{family}_trance in the UI (`make run`)")
+    return 0

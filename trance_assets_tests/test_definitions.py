@@ -29,6 +29,8 @@ CORPUS_ASSETS = (
     "corpus/metadata",
     "corpus/dataset_card",
 )
+MODEL_ASSETS = ("models/melody_rnn_base", "models/musicvae_base", "models/melody_rnn_trance", "models/musicvae_trance")
+LOSS = ("val_loss_decreases", "val_loss_plateaus", "train_val_gap")
 EVALUATION_ASSETS = (
     "evaluation/reference_stats",
     "evaluation/listening_test_kit",
@@ -55,6 +57,7 @@ def test_asset_keys_and_groups():
         "tier3/gigamidi_melodies": "tier3",
         "tier3/public_domain_melodies": "tier3",
         **{key: "corpus" for key in CORPUS_ASSETS},
+        **{key: "models" for key in MODEL_ASSETS},
         **{key: "evaluation" for key in EVALUATION_ASSETS},
     }
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
@@ -74,12 +77,16 @@ def test_asset_keys_and_groups():
         ("corpus/dataset_card", "remi_roundtrip_100"),
         ("corpus/dataset_card", "notesequence_complete"),
         ("corpus/dataset_card", "remi_complete"),
+        *{("models/melody_rnn_base", c) for c in LOSS},
+        *{("models/musicvae_base", c) for c in LOSS},
+        *{("models/melody_rnn_trance", c) for c in (*LOSS, "chord_tone_gain", "minor_histogram", "self_similarity_increases")},
+        *{("models/musicvae_trance", c) for c in (*LOSS, "reconstruction_accuracy", "interpolation_intermediates", "variations_in_key")},
     }
     tracks = dg.DynamicPartitionsDefinition(name="reference_tracks")
     for key in PER_TRACK:
         assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def == tracks, key
     assert graph.get(dg.AssetKey(["tier1", "melody"])).partitions_def == dg.DynamicPartitionsDefinition(name="gold_melodies")
-    for key in ("tier2/review_queue", "tier3/synthetic_melodies", "tier3/gigamidi_melodies", "tier3/public_domain_melodies", *CORPUS_ASSETS, *EVALUATION_ASSETS):
+    for key in ("tier2/review_queue", "tier3/synthetic_melodies", "tier3/gigamidi_melodies", "tier3/public_domain_melodies", *CORPUS_ASSETS, *MODEL_ASSETS, *EVALUATION_ASSETS):
         assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def is None, key
     assert graph.get(dg.AssetKey("reference_audio")).code_version == "1"
     # The per-track chain, in order of dependency.
@@ -111,16 +118,24 @@ def test_asset_keys_and_groups():
     assert ev["evaluation/reference_stats"] == {"corpus/splits"}
     assert ev["evaluation/listening_test_kit"] == set()
     assert ev["evaluation/listening_test_results"] == {"evaluation/listening_test_kit"}
-    assert ev["evaluation/benchmark_report"] == {"evaluation/reference_stats", "corpus/splits", "evaluation/listening_test_results"}
+    assert ev["evaluation/benchmark_report"] == {"evaluation/reference_stats", "corpus/splits", "evaluation/listening_test_results", *MODEL_ASSETS}
+    # Models: the base models train on the corpus export (a dependency without an input: they read
+    # the TFRecord files), the trance models fine-tune their base.
+    models = {key: {k.to_user_string() for k in graph.get(dg.AssetKey.from_user_string(key)).parent_keys} for key in MODEL_ASSETS}
+    assert models["models/melody_rnn_base"] == models["models/musicvae_base"] == {"corpus/notesequence_tfrecords"}
+    assert models["models/melody_rnn_trance"] == {"corpus/notesequence_tfrecords", "models/melody_rnn_base"}
+    assert models["models/musicvae_trance"] == {"corpus/notesequence_tfrecords", "models/musicvae_base"}
+    for key in MODEL_ASSETS:
+        assert graph.get(dg.AssetKey.from_user_string(key)).code_version == "1", key
 
 
-def test_separation_runs_in_the_heavy_pool():
+def test_separation_and_model_training_run_in_the_heavy_pool():
     separated = defs.resolve_assets_def(dg.AssetKey(["tier2", "separated_lead"]))
     assert separated.op.pool == "heavy"
     graph = defs.resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
-    assert {k for k, v in pools.items() if v} == {"tier2/separated_lead"}
-    assert pools["tier2/separated_lead"] == {"heavy"}
+    assert {k for k, v in pools.items() if v} == {"tier2/separated_lead", *MODEL_ASSETS}
+    assert all(pools[k] == {"heavy"} for k in ("tier2/separated_lead", *MODEL_ASSETS))
 
 
 def test_sensor_and_job():
@@ -132,7 +147,7 @@ def test_sensor_and_job():
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     automated = automation.asset_selection.resolve(defs.resolve_asset_graph())
     assert dg.AssetKey(["tier2", "review_queue"]) in automated
-    assert {dg.AssetKey.from_user_string(k) for k in (*CORPUS_ASSETS, *EVALUATION_ASSETS)} <= automated
+    assert {dg.AssetKey.from_user_string(k) for k in (*CORPUS_ASSETS, *MODEL_ASSETS, *EVALUATION_ASSETS)} <= automated
     assert {dg.AssetKey(["tier3", "gigamidi_melodies"]), dg.AssetKey(["tier3", "public_domain_melodies"]), dg.AssetKey(["tier3", "synthetic_melodies"])} <= automated
     # Every automatable asset has a running sensor: Dagster adds no (stopped) default one.
     repo = defs.get_repository_def()
@@ -212,6 +227,9 @@ def test_core_modules_do_not_import_dagster():
         every = {p.relative_to(PACKAGE).as_posix() for p in (PACKAGE / pkg).glob("*.py")}
         assert len(every) > 2 and every <= names, pkg
     assert {"audio/separation.py", "audio/transcription.py", "audio/extraction.py", "formats/dataset.py", "formats/remi.py"} <= names
+    # the model recipes, the model criteria and the hybrid generator are core too
+    assert {"models/pipeline.py", "models/training.py", "models/tf_checkpoint.py", "evaluation/model_report.py",
+            "evaluation/model_criteria.py", "generation/hybrid.py", "generation/models.py"} <= names
     offenders = [hit for f in files for hit in dagster_imports(f)]
     assert offenders == []
 

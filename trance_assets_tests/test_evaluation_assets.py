@@ -23,7 +23,9 @@ import polars as pl
 import pytest
 import soundfile as sf
 
+from test_model_assets import TINY
 from trance_assets.assets import corpus, evaluation
+from trance_assets.assets.models import MODEL_ASSETS
 from trance_assets.assets.gold import gold_melody
 from trance_assets.assets.synthetic import synthetic_melodies
 from trance_assets.corpus.card import pitch_class_distribution
@@ -36,12 +38,17 @@ from trance_assets.music.melody import melody_from_midi
 from trance_assets.profiles import get_profile
 from trance_assets.resources import SettingsResource
 from trance_assets.sensors import gold_melodies_sensor
+from trance_assets.storage import sha256_file
 
 DEMO_GOLD = 10
 PROFILE = get_profile("demo")
 CONFIG_A, CONFIG_B = PROFILE.listening_configs
 LISTENERS = ("alice", "bob")
 UPSTREAM = [corpus.augmented, corpus.filtered, corpus.splits]
+TFRECORDS = [corpus.notesequence_tfrecords]
+MODELS = {a.key.path[-1]: a.key for a in MODEL_ASSETS}
+MODEL_CONFIGS = ("melody_rnn", "musicvae", "phase1_pretrained", "phase2_finetuned")
+CONFIG_NAMES = [name for name, _backend, _options in PROFILE.evaluation_configs]
 EVAL = [evaluation.reference_stats, evaluation.listening_test_kit, evaluation.listening_test_results, evaluation.benchmark_report]
 REPORT = dg.AssetKey(["evaluation", "benchmark_report"])
 NODES = ("evaluation__reference_stats", "evaluation__listening_test_kit", "evaluation__listening_test_results", "evaluation__benchmark_report")
@@ -70,6 +77,7 @@ class World:
     report_md_first: str
     answer_key: list[dict]
     answers: str  # the answers written between the passes
+    models: dict  # model asset name -> its value
     second: dg.ExecuteInProcessResult
     meta_second: dict
     results_second: dict
@@ -79,7 +87,8 @@ class World:
 def world(tmp_path_factory) -> World:
     tmp = tmp_path_factory.mktemp("evaluation")
     (tmp / "inbox").mkdir()
-    settings = SettingsResource(profile="demo", storage_url=str(tmp / "storage"), inbox_dir=str(tmp / "inbox"))
+    # tiny models (the profile's demo sizes would take minutes on 2 cores)
+    settings = SettingsResource(profile="demo", storage_url=str(tmp / "storage"), inbox_dir=str(tmp / "inbox"), profile_overrides=json.dumps(TINY))
     resources = {"settings": settings, "io_manager": StorageIOManager(settings=settings)}
     write_demo_data(settings.storage_url, tracks=0, tier1_extra=DEMO_GOLD, inbox=tmp / "inbox", log=lambda *a: None)
     tier1 = settings.local_dataset_dir("tier1")
@@ -100,8 +109,14 @@ def world(tmp_path_factory) -> World:
             assert dg.materialize([gold_melody], instance=instance, resources=resources, partition_key=req.partition_key, tags=req.tags).success
         assert dg.materialize([synthetic_melodies], instance=instance, resources=resources).success
         assert dg.materialize(UPSTREAM, instance=instance, resources=resources).success
+        # benchmark_report reads the four model assets, which train on the corpus export
+        assert dg.materialize([*UPSTREAM, *TFRECORDS], selection=[a.key for a in TFRECORDS], instance=instance, resources=resources).success
+        trained = dg.materialize([*UPSTREAM, *TFRECORDS, *MODEL_ASSETS], selection=list(MODELS.values()), instance=instance, resources=resources)
+        assert trained.success
+        models = {name: trained.output_for_node(f"models__{name}") for name in MODELS}
 
-        first = dg.materialize([*UPSTREAM, *EVAL], selection=[a.key for a in EVAL], instance=instance, resources=resources)
+        everything = [*UPSTREAM, *TFRECORDS, *MODEL_ASSETS, *EVAL]
+        first = dg.materialize(everything, selection=[a.key for a in EVAL], instance=instance, resources=resources)
         meta = {n: node_meta(first, n) for n in NODES}
         results_first = json.loads(results_path.read_text())
         answers_first = (ev_dir / "listening_answers.csv").read_text()
@@ -117,7 +132,7 @@ def world(tmp_path_factory) -> World:
         answers = "\n".join(lines) + "\n"
         (ev_dir / "listening_answers.csv").write_text(answers)
 
-        second = dg.materialize([*UPSTREAM, *EVAL], selection=[evaluation.RESULTS, REPORT], instance=instance, resources=resources)
+        second = dg.materialize(everything, selection=[evaluation.RESULTS, REPORT], instance=instance, resources=resources)
         meta_second = {n: node_meta(second, n) for n in NODES[2:]}
         results_second = json.loads(results_path.read_text())
 
@@ -134,6 +149,7 @@ def world(tmp_path_factory) -> World:
         report_md_first=report_md_first,
         answer_key=key_rows,
         answers=answers,
+        models=models,
         second=second,
         meta_second=meta_second,
         results_second=results_second,
@@ -296,7 +312,7 @@ def test_report_files_and_metadata(world):
     page = html_path.read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
     assert md["prompts"] == PROFILE.evaluation_prompts == 20
-    assert md["configurations"] == "rules, rules-dense"
+    assert md["configurations"] == ", ".join(CONFIG_NAMES) == "rules, rules-dense, melody_rnn, musicvae, phase1_pretrained, phase2_finetuned"
     assert md["reference_melodies"] == reference_sources(world).height
     assert isinstance(md["plagiarism_flags"], int) and md["plagiarism_flags"] >= 0
     assert md["outcome"].startswith("| configuration | pitch_entropy | chord_tone_ratio | self_similarity_8 | kl_to_reference | composite | composite_vs_reference | human_preference |")
@@ -309,8 +325,8 @@ def test_report_without_answers(world):
     assert md["gate"].startswith("Not production-ready. Best configuration: ")
     assert md["gate"].endswith("the listening test has not been run yet (no answers).")
     outcome_rows = md["outcome"].splitlines()[2:]
-    assert [row.split("|")[1].strip() for row in outcome_rows] == ["rules", "rules-dense", "reference corpus"]
-    assert [row.split("|")[-2].strip() for row in outcome_rows] == ["not yet run", "not yet run", "—"]
+    assert [row.split("|")[1].strip() for row in outcome_rows] == [*CONFIG_NAMES, "reference corpus"]
+    assert [row.split("|")[-2].strip() for row in outcome_rows] == ["not yet run"] * len(CONFIG_NAMES) + ["—"]
 
 
 def test_report_with_answers(world):
@@ -320,6 +336,7 @@ def test_report_with_answers(world):
     assert [row.split("|")[-2].strip() for row in outcome_rows] == [
         f"0.0% of {n} (rules vs rules-dense)",
         f"100.0% of {n} (rules vs rules-dense)",
+        *["not yet run"] * len(MODEL_CONFIGS),  # not in the listening test
         "—",
     ]
     gate = md["gate"]
@@ -331,3 +348,77 @@ def test_report_with_answers(world):
     report = (world.evaluation_dir / "benchmark_report.md").read_text()
     assert f"**Gate:** {gate}" in report and report != world.report_md_first
     assert f"0.0% of {n} (rules vs rules-dense)" in (world.evaluation_dir / "benchmark_report.html").read_text()
+
+
+# ---- the trained models in the report ------------------------------------------------------------
+
+
+def test_listening_kit_compares_configurations_without_models():
+    by_name = {n: json.loads(o) for n, _b, o in PROFILE.evaluation_configs}
+    assert set(PROFILE.listening_configs) <= set(by_name)
+    for n in PROFILE.listening_configs:
+        assert not any(isinstance(v, str) and v.startswith("@") for v in by_name[n].values()), n
+
+
+def test_model_assets_were_trained_with_the_tiny_overrides(world):
+    assert set(world.models) == {"melody_rnn_base", "musicvae_base", "melody_rnn_trance", "musicvae_trance"}
+    assert world.models["melody_rnn_base"]["config"]["layers"] == [8, 8]
+    assert world.models["musicvae_base"]["config"]["z_size"] == 4
+    for name, v in world.models.items():
+        assert v["source"] in ("pre-trained on Tier 3", "fine-tuned from pre-trained on Tier 3"), name
+        assert Path(v["model_dir"]) == world.storage / "models" / name / "model"
+    # the demo corpus has no Tier 2 material (no reference tracks): the Tier 2 stage is skipped
+    for name in ("melody_rnn_trance", "musicvae_trance"):
+        t2, t1 = world.models[name]["stages"]
+        assert t2["skipped"] and "tier(s) [2]" in t2["skipped"] and t2["result"] is None
+        assert t1["skipped"] is None and t1["result"]["steps"] == 2
+
+
+def report_config_rows(md: str) -> dict[str, dict]:
+    """The report's "Configurations" table: {configuration: row}."""
+    lines = md.split("## Configurations", 1)[1].splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = {}
+    for line in table[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != len(header):
+            break
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def test_report_configurations_name_their_model_checkpoints(world):
+    sha = {name: v["sha256"] for name, v in world.models.items()}
+    assert all(sha[n] == sha256_file(world.storage / "models" / n / "model" / "model.safetensors") for n in sha)
+    for md_text in (world.report_md_first, (world.evaluation_dir / "benchmark_report.md").read_text()):
+        rows = report_config_rows(md_text)
+        assert list(rows) == CONFIG_NAMES
+        assert [rows[n]["backend"] for n in MODEL_CONFIGS] == ["melody_rnn", "musicvae", "hybrid", "hybrid"]
+        assert rows["melody_rnn"]["checkpoint"] == sha["melody_rnn_trance"]
+        assert rows["musicvae"]["checkpoint"] == sha["musicvae_trance"]
+        assert rows["phase1_pretrained"]["checkpoint"] == f"rnn:{sha['melody_rnn_base']};vae:{sha['musicvae_base']}"
+        assert rows["phase2_finetuned"]["checkpoint"] == f"rnn:{sha['melody_rnn_trance']};vae:{sha['musicvae_trance']}"
+        assert rows["rules"]["checkpoint"] == rows["rules-dense"]["checkpoint"] == "—"
+        for n in CONFIG_NAMES:
+            assert int(rows[n]["melodies"]) == PROFILE.evaluation_prompts, n
+        # "@models/<name>" options were resolved to the model folders, "@reference_pc" to the histogram
+        assert str(world.storage / "models" / "melody_rnn_trance" / "model") in rows["melody_rnn"]["options"]
+        assert str(world.storage / "models" / "musicvae_base" / "model") in rows["phase1_pretrained"]["options"]
+        assert "@" not in rows["phase2_finetuned"]["options"]
+    assert sha["melody_rnn_trance"] in (world.evaluation_dir / "benchmark_report.html").read_text()
+
+
+def test_resolve_model_options():
+    from trance_assets.generation.base import Configuration
+
+    models = {"melody_rnn_trance": {"model_dir": "/m/rnn"}, "musicvae_base": {"model_dir": "/m/vae"}}
+    cfg = Configuration("x", "hybrid", {"melody_rnn": "@models/melody_rnn_trance", "musicvae": "@models/musicvae_base",
+                                        "reference_pc": "@reference_pc", "label": "x", "temperature": 0.9})
+    got = evaluation._resolve(cfg, models, np.full(12, 1 / 12))
+    assert got.options == {"melody_rnn": "/m/rnn", "musicvae": "/m/vae", "reference_pc": [1 / 12] * 12, "label": "x", "temperature": 0.9}
+    assert (got.name, got.backend) == ("x", "hybrid")
+    with pytest.raises(dg.Failure, match="names no model asset"):
+        evaluation._resolve(Configuration("y", "melody_rnn", {"checkpoint": "@models/nope"}), models, None)
+    with pytest.raises(dg.Failure, match="needs evaluation/reference_stats"):
+        evaluation._resolve(Configuration("z", "hybrid", {"reference_pc": "@reference_pc"}), models, None)

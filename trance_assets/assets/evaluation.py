@@ -21,6 +21,7 @@ from ..resources import SettingsResource
 from ..storage import atomic_write_text
 from .bulk import BULK_AUTOMATION
 from .corpus import CORPUS_AUTOMATION, SPLITS_KEY
+from .models import MODEL_KEYS
 
 REFERENCE_STATS = dg.AssetKey(["evaluation", "reference_stats"])
 KIT = dg.AssetKey(["evaluation", "listening_test_kit"])
@@ -34,6 +35,24 @@ def _reference_part(splits: pl.DataFrame, source: str) -> pl.DataFrame:
 
 def _configurations(settings: SettingsResource) -> list[Configuration]:
     return [Configuration(name, backend, json.loads(options)) for name, backend, options in settings.get_profile().evaluation_configs]
+
+
+def _resolve(cfg: Configuration, models: dict[str, dict], reference_pc) -> Configuration:
+    """Option values "@models/<name>" -> that model asset's folder; "@reference_pc" -> the
+    reference corpus's pitch-class histogram."""
+    options = {}
+    for k, v in cfg.options.items():
+        if isinstance(v, str) and v.startswith("@models/"):
+            name = v.split("/", 1)[1]
+            if name not in models:
+                raise dg.Failure(f"configuration {cfg.name!r}: option {k}={v!r} names no model asset; known: {sorted(models)}")
+            v = models[name]["model_dir"]
+        elif v == "@reference_pc":
+            if reference_pc is None:
+                raise dg.Failure(f"configuration {cfg.name!r}: option {k}='@reference_pc' needs evaluation/reference_stats")
+            v = [float(x) for x in reference_pc]
+        options[k] = v
+    return Configuration(cfg.name, cfg.backend, options)
 
 
 @dg.asset(key=REFERENCE_STATS, group_name=EVALUATION, code_version="1", kinds={"json"}, automation_condition=CORPUS_AUTOMATION, ins={"splits": dg.AssetIn(SPLITS_KEY)})
@@ -73,6 +92,9 @@ def listening_test_kit(context: dg.AssetExecutionContext, settings: SettingsReso
     written apart from the kit."""
     p = settings.get_profile()
     by_name = {c.name: c for c in _configurations(settings)}
+    for n in (p.listening_configs or ()):
+        if n in by_name and any(isinstance(v, str) and v.startswith("@") for v in by_name[n].options.values()):
+            raise dg.Failure(f"listening_configs names {n!r}, which needs trained models; the kit compares configurations without model inputs")
     a_name, b_name = p.listening_configs
     for n in (a_name, b_name):
         if n not in by_name:
@@ -137,10 +159,13 @@ def listening_test_results(context: dg.AssetExecutionContext, settings: Settings
     code_version="1",
     kinds={"html"},
     automation_condition=CORPUS_AUTOMATION,
-    ins={"reference_stats": dg.AssetIn(REFERENCE_STATS), "splits": dg.AssetIn(SPLITS_KEY)},
+    ins={"reference_stats": dg.AssetIn(REFERENCE_STATS), "splits": dg.AssetIn(SPLITS_KEY), **{name: dg.AssetIn(key) for name, key in MODEL_KEYS.items()}},
     deps=[RESULTS],
 )
-def benchmark_report(context: dg.AssetExecutionContext, settings: SettingsResource, reference_stats: dict, splits: pl.DataFrame) -> dg.MaterializeResult:
+def benchmark_report(
+    context: dg.AssetExecutionContext, settings: SettingsResource, reference_stats: dict, splits: pl.DataFrame,
+    melody_rnn_base: dict, musicvae_base: dict, melody_rnn_trance: dict, musicvae_trance: dict,
+) -> dg.MaterializeResult:
     """Every configuration on the fixed prompt set against the reference corpus: metrics, set-level
     OA and fd_features, paired Wilcoxon + Holm, Mann–Whitney + Cliff's δ, plagiarism flags, the
     plan's outcome table and the gate decision; markdown + a self-contained HTML page."""
@@ -151,8 +176,10 @@ def benchmark_report(context: dg.AssetExecutionContext, settings: SettingsResour
     training = [list(x) for x in train.sort(["example_id"])["pitch"].to_list()]
     listening = read_stored(settings.storage_root, RESULTS.path)
     prompts = prompt_set(p.evaluation_prompts, bpm=p.evaluation_bpm, bars=p.evaluation_bars, seed=p.evaluation_seed)
+    models = {"melody_rnn_base": melody_rnn_base, "musicvae_base": musicvae_base, "melody_rnn_trance": melody_rnn_trance, "musicvae_trance": musicvae_trance}
+    configs = [_resolve(c, models, reference_stats.get("pitch_class_histogram")) for c in _configurations(settings)]
     res = run_benchmark(
-        _configurations(settings),
+        configs,
         prompts,
         reference_melodies,
         reference_stats["pitch_class_histogram"],
