@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import numpy as np
-
 from . import model_criteria as mc
 
 LOSS_CHECKS = ("val_loss_decreases", "val_loss_plateaus", "train_val_gap")
@@ -93,11 +91,13 @@ def musicvae_report(
     recon = mc.vae_reconstruction(model, x)
     rows = {"reconstruction_accuracy": mc.vae_reconstruction_row(recon, min_accuracy=min_accuracy)}
     details: dict = {"reconstruction": recon, "test_windows": int(len(x))}
-    # one window per source, in order; the pair: the first two sources sharing a key
+    # One window per source melody (augmented copies, "<source>~<transform>", share their source's
+    # split, so they would make a pair of near-duplicates): originals first; the pair is the first
+    # two different sources sharing a key.
     first: dict[str, int] = {}
-    for i, sid in enumerate(ids):
-        first.setdefault(sid, i)
-    keyed = [(sid, i, meta[sid]["key"], meta[sid]["bpm"]) for sid, i in first.items() if meta[sid]["key"]]
+    for i, sid in sorted(enumerate(ids), key=lambda t: ("~" in t[1], t[0])):
+        first.setdefault(sid.split("~", 1)[0], i)
+    keyed = [(ids[i], i, meta[ids[i]]["key"], meta[ids[i]]["bpm"]) for i in sorted(first.values()) if meta[ids[i]]["key"]]
     pair = None
     for a in range(len(keyed)):
         for b in range(a + 1, len(keyed)):
@@ -109,7 +109,7 @@ def musicvae_report(
     if pair is None and len(keyed) >= 2:
         pair = (keyed[0], keyed[1])
     if pair is None:
-        why = f"fewer than two held-out 16-bar trance melodies with a key in the test split ({len(keyed)})"
+        why = f"fewer than two held-out 16-bar trance source melodies with a key in the test split ({len(keyed)})"
         rows["interpolation_intermediates"] = _unmeasurable("interpolation has no garbage intermediates", why)
         rows["variations_in_key"] = _unmeasurable(f"variations at noise_scale {noise_scale:g} stay in key", why)
         return {"rows": rows, **details}
@@ -123,6 +123,3 @@ def musicvae_report(
     details.update({"interpolation": interp, "variations": var, "pair": [sa, sb], "key": key})
     return {"rows": rows, **{k: v for k, v in details.items()}}
 
-
-def as_float_list(x) -> list[float]:
-    return [float(v) for v in np.asarray(x).ravel()]
