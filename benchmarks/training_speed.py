@@ -51,6 +51,7 @@ from trance_assets.formats.notesequence import melody_to_notesequence  # noqa: E
 from trance_assets.models import melody_rnn as mr  # noqa: E402
 from trance_assets.models import musicvae as mv  # noqa: E402
 from trance_assets.models.datasets import melody_rnn_examples, musicvae_examples, pad_batch  # noqa: E402
+from trance_assets.generation.models import sample_rnn_events  # noqa: E402
 from trance_assets.models.melody_encoding import KeyMelodyEncoderDecoder, squash  # noqa: E402
 from trance_assets.music.rules import generate  # noqa: E402
 
@@ -111,7 +112,8 @@ class FusedMelodyRNN(nn.Module):
 
 def fused_melody_step(model: FusedMelodyRNN, opt, batch: dict) -> float:
     opt.zero_grad(set_to_none=True)
-    loss = mr.masked_cross_entropy(model(batch["inputs"]), batch["labels"], batch["lengths"])
+    x = torch.cat([batch["inputs"], batch["chords"]], dim=-1) if "chords" in batch else batch["inputs"]
+    loss = mr.masked_cross_entropy(model(x), batch["labels"], batch["lengths"])
     loss.backward()
     opt.step()
     return float(loss.detach())
@@ -232,7 +234,7 @@ def melody_rnn_latency(ns_list: list, runs: int = 5, steps: int = 256) -> dict:
     primer_events, _ = squash(mel.events)
     primer_events = [int(e) for e in primer_events[:16]]
     primer = torch.from_numpy(enc._inputs(np.asarray(primer_events, dtype=np.int64), len(primer_events)))
-    times = []
+    times, fast_times = [], []
     for r in range(runs):
         events = list(primer_events)
 
@@ -245,13 +247,88 @@ def melody_rnn_latency(ns_list: list, runs: int = 5, steps: int = 256) -> dict:
         labels = mr.sample(model, primer, next_input, steps, generator=g)
         times.append(time.perf_counter() - t0)
         assert len(labels) == steps
+        t0 = time.perf_counter()
+        out = sample_rnn_events(model, primer_events, len(primer_events) + steps, None, 1.0, [r])
+        fast_times.append(time.perf_counter() - t0)
+        assert len(out[0]) == len(primer_events) + steps
+    base, fast = float(np.mean(times)), float(np.mean(fast_times))
     return {
         "model": "Melody RNN attention_rnn, real size (74/128x2/40, attn 40), untrained weights",
-        "what": f"melody_rnn.sample: {steps} steps (16 bars) after a 16-step primer, next inputs computed by KeyMelodyEncoderDecoder.events_to_input",
+        "what": f"{steps} steps (16 bars) after a 16-step primer, one melody",
+        "runs": runs,
+        "baseline_full_prefix": {
+            "how": "melody_rnn.sample with KeyMelodyEncoderDecoder.events_to_input (re-encodes the whole prefix every step)",
+            "seconds_per_melody_mean": round(base, 4),
+            "ms_per_step": round(1000 * base / steps, 3),
+        },
+        "incremental": {
+            "how": "generation.models.sample_rnn_events (IncrementalInputs: one push per event; what the generators use)",
+            "seconds_per_melody_mean": round(fast, 4),
+            "ms_per_step": round(1000 * fast / steps, 3),
+        },
+        "speedup_incremental_over_full_prefix": round(base / fast, 2) if fast > 0 else None,
+    }
+
+
+def demo_profile_training() -> list[dict]:
+    """Steps/s at the sizes `make demo` trains (profile "demo"), torch threads as the profile sets."""
+    from trance_assets.profiles import get_profile
+
+    p = get_profile("demo")
+    out = []
+    for threads in (p.model_threads or THREADS, THREADS):
+        torch.set_num_threads(threads)
+        ns = notesequences(48, bars=20)
+        rnn_cfg = mr.MelodyRNNConfig.from_dict(p.model_config("melody_rnn"))
+        ex = melody_rnn_examples(ns, chord_conditioned=rnn_cfg.chord_dim > 0)
+        r = bench_melody_rnn(ex, rnn_cfg, p.melody_rnn_batch_size, p.melody_rnn_max_seq_len or 128,
+                             f"demo profile, batch {p.melody_rnn_batch_size} x {p.melody_rnn_max_seq_len} steps, {threads} thread(s)")
+        vae_cfg = mv.MusicVAEConfig.from_dict(p.model_config("musicvae"))
+        x = torch.from_numpy(musicvae_examples(ns, bars=16, max_per_sequence=5))[: p.musicvae_batch_size]
+        v = bench_musicvae(x, vae_cfg, f"demo profile, batch {p.musicvae_batch_size} x 256 steps, {threads} thread(s)")
+        steps = {"melody_rnn": sum(p.melody_rnn_steps), "musicvae": sum(p.musicvae_steps)}
+        out.append({
+            "threads": threads, "melody_rnn": r, "musicvae": v,
+            "demo_steps": steps,
+            "estimated_training_seconds_without_evaluation": {
+                "melody_rnn": round(steps["melody_rnn"] / r["ours_tf_exact_step_by_step"]["steps_per_s"], 1),
+                "musicvae": round(steps["musicvae"] / v["ours_tf_exact_step_by_step"]["steps_per_s"], 1),
+            },
+        })
+    torch.set_num_threads(THREADS)
+    return out
+
+
+def hybrid_latency(runs: int = 5) -> dict:
+    """One 16-bar melody from the hybrid at demo sizes (default candidate counts), untrained weights."""
+    import tempfile
+
+    from trance_assets.generation.base import get_generator
+    from trance_assets.profiles import get_profile
+
+    p = get_profile("demo")
+    with tempfile.TemporaryDirectory() as d:
+        torch.manual_seed(0)
+        mr.MelodyRNN(mr.MelodyRNNConfig.from_dict(p.model_config("melody_rnn"))).save(f"{d}/rnn")
+        mv.MusicVAE(mv.MusicVAEConfig.from_dict(p.model_config("musicvae"))).save(f"{d}/vae")
+        gen = get_generator("hybrid", melody_rnn=f"{d}/rnn", musicvae=f"{d}/vae")
+        rules = get_generator("rules")
+        times, rule_times = [], []
+        for r in range(runs):
+            t0 = time.perf_counter()
+            m = gen.generate("Am", 140, ["Am", "F", "C", "G"], 16, r)
+            times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            rules.generate("Am", 140, ["Am", "F", "C", "G"], 16, r)
+            rule_times.append(time.perf_counter() - t0)
+        candidates = len(m.attributes["candidates"])
+    return {
+        "what": f"HybridGenerator.generate, 16 bars, {candidates} candidates (rule layout, 4 RNN continuations, 2 VAE samples, "
+        "2 variations), each checked and scored; demo-profile model sizes",
         "runs": runs,
         "seconds_per_melody_mean": round(float(np.mean(times)), 4),
-        "seconds_per_melody_each": [round(t, 4) for t in times],
-        "ms_per_step": round(1000 * float(np.mean(times)) / steps, 3),
+        "baseline_rules_seconds_per_melody_mean": round(float(np.mean(rule_times)), 4),
+        "ratio_hybrid_over_rules": round(float(np.mean(times)) / float(np.mean(rule_times)), 1),
     }
 
 
@@ -325,9 +402,11 @@ def main() -> None:
         f"{n_params(mv.MusicVAE(mv.MusicVAEConfig())) / 1e6:.1f} M params, plan batch 32) is a GPU model; not timed on CPU."
     )
 
+    results["demo_profile"] = demo_profile_training()
     results["generation_latency"] = {
         "melody_rnn": melody_rnn_latency(ns_list),
         "musicvae": musicvae_latency(),
+        "hybrid": hybrid_latency(),
     }
 
     if torch.cuda.is_available():
