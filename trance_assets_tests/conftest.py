@@ -108,3 +108,15 @@ def instance():
 
     with dg.DagsterInstance.ephemeral() as inst:
         yield inst
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny recurrent models are dominated by per-op overhead: intra-op threads only add contention
+    (8x slower on a busy 2-core box). Use with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -45,13 +45,7 @@ PROG = ["Am", "F", "C", "G"]
 ENC = KeyMelodyEncoderDecoder()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny recurrent models: intra-op threads only add contention (8x slower on a busy box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # ---- helpers ------------------------------------------------------------------------------------

@@ -85,12 +85,7 @@ def state_equal(model_or_state, folder) -> bool:
     return state.keys() == w.keys() and all(torch.equal(state[k].cpu(), w[k]) for k in w)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(autouse=True)

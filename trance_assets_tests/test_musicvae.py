@@ -23,13 +23,7 @@ from trance_assets.models.musicvae import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny recurrent models are dominated by per-op overhead; intra-op threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def tiny_config(**kw) -> MusicVAEConfig:

@@ -143,6 +143,9 @@ def test_code_location_loads_with_assets_and_sensor(webserver):
         **{f"evaluation/{name}": ("evaluation", False) for name in (
             "reference_stats", "listening_test_kit", "listening_test_results", "benchmark_report"
         )},
+        **{f"models/{name}": ("models", False) for name in (
+            "melody_rnn_base", "musicvae_base", "melody_rnn_trance", "musicvae_trance"
+        )},
     }
 
 
