@@ -131,27 +131,20 @@ def import_magenta_checkpoint(path: str, family: str | None = None, fine_tune: b
     <storage>/models/imported/<family>/ — which models/<family>_base then uses instead of
     pre-training — and, with `fine_tune`, materialize models/<family>_base and
     models/<family>_trance in the project's instance (the runs show in the UI)."""
-    import shutil
     from pathlib import Path
 
     from .definitions import defs, settings
-    from .models.pipeline import detect_family, import_magenta, publish
+    from .models.pipeline import convert_magenta, detect_family
     from .storage import local_path
 
     try:
         family = family or detect_family(path)
-        model, details = import_magenta(path, family)
+        target = local_path(settings.path("models", "imported", family))
+        details = convert_magenta(path, target, family, {"family": family, "kind": "imported"})
     except (OSError, ValueError, KeyError) as err:
         log(f"trance-assets import-magenta: cannot import {path!r}: {err}")
         return 2
-    target = local_path(settings.path("models", "imported", family))
-    tmp = target.parent / f".{family}.convert"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp)
-    publish(tmp, target, {"family": family, "kind": "imported", "imported": details})
-    shutil.rmtree(tmp, ignore_errors=True)
-    params = sum(p.numel() for p in model.parameters())
-    log(f"imported {family} from {details['source']} (sha256 {details['source_sha256'][:16]}…): {params:,} parameters")
+    log(f"imported {family} from {details['source']} (sha256 {details['source_sha256'][:16]}…): {details['parameters']:,} parameters")
     log(f"  config: {details['config']}")
     log(f"  written to {target} (config.json + model.safetensors); models/{family}_base now uses it instead of pre-training")
     log(f"  (delete {target} to go back to pre-training on Tier 3)")

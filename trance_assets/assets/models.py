@@ -14,7 +14,7 @@ from ..constants import ENV_MAGENTA, MODELS, POOL_HEAVY
 from ..evaluation.model_report import LOSS_CHECKS, MELODY_RNN_CHECKS, MUSICVAE_CHECKS, loss_report, melody_rnn_report, musicvae_report
 from ..generation.base import prompt_set
 from ..metadata import md_image, md_table
-from ..models.pipeline import build_model, import_magenta, load_model, publish, run_fingerprint, train_stages
+from ..models.pipeline import build_model, convert_magenta, load_model, publish, run_fingerprint, train_stages
 from ..models.training import learning_curve_png, resolve_device
 from ..resources import SettingsResource
 from ..storage import local_path, sha256_file
@@ -120,9 +120,7 @@ def _train(context, settings: SettingsResource, family: str, kind: str, name: st
 
 def _value(family: str, kind: str, source: str, model_dir, stages: list[dict], extra: dict | None = None) -> dict:
     weights = os.path.join(str(model_dir), "model.safetensors")
-    from ..models.checkpoint_io import load_model_dir
-
-    config, _ = load_model_dir(model_dir)
+    config = json.loads(Path(model_dir, "config.json").read_text())
     return {"family": family, "kind": kind, "source": source, "model_dir": str(model_dir), "sha256": sha256_file(weights),
             "config": config, "stages": stages, **(extra or {})}
 
@@ -149,13 +147,10 @@ def _base_asset(family: str):
             if magenta:
                 context.log.info(f"importing the Magenta checkpoint {magenta}")
                 try:
-                    model, details = import_magenta(magenta, family)
+                    details = convert_magenta(magenta, home / "model", family, {"family": family, "kind": "base"})
                 except (OSError, ValueError, KeyError) as e:
                     raise dg.Failure(f"cannot import the Magenta checkpoint {magenta!r}: {e}") from e
-                tmp = home / f".import-{os.getpid()}"
-                model.save(tmp)
-                target = publish(tmp, home / "model", {"family": family, "kind": "base", "imported": details})
-                shutil.rmtree(tmp, ignore_errors=True)
+                target = home / "model"
             else:  # converted earlier by `trance-assets import-magenta`
                 record = imported_dir / "training.json"
                 details = json.loads(record.read_text()).get("imported", {}) if record.is_file() else {"source": str(imported_dir)}

@@ -53,14 +53,15 @@ from .models import (
     MelodyRNNGenerator,
     MusicVAEGenerator,
     _check_temperature,
-    _chord_spans,
     _nearest_shift,
     _torch_generator,
     _validate_prompt,
     c_frame_chord_rows,
     events_to_notes,
     major_tonic,
+    prompt_melody,
     sample_rnn_events,
+    shift_to_key,
 )
 
 HYBRID_VERSION = "1.0"
@@ -102,10 +103,6 @@ def to_c_frame(events: Sequence[int], frame: int) -> list[int]:
                 e -= 12
         out.append(int(e))
     return out
-
-
-def _melody(notes, key_obj, bpm, chords, bars, name, attributes) -> Melody:
-    return Melody(notes=tuple(notes), bpm=float(bpm), key=key_obj.name, chords=_chord_spans(chords, bars), bars=bars, name=name, attributes=attributes)
 
 
 class HybridGenerator:
@@ -222,8 +219,6 @@ class HybridGenerator:
     # ------------------------------------------------------------------------------ generate
     def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
         from ..evaluation.metrics import score_melody
-        from ..models.melody_encoding import best_major_key
-
         key_obj, chords = _validate_prompt(key, bpm, chord_progression, bars, seed)
         bars = int(bars)
         total = bars * STEPS_PER_BAR
@@ -235,9 +230,9 @@ class HybridGenerator:
         def from_events(source: str, events: list[int], shift: int | None) -> Melody:
             events = (events * (-(-total // max(len(events), 1))))[:total]  # repeat a short decode
             if shift is None:  # key unknown (VAE sample): estimate, move to the prompt key
-                shift = _nearest_shift(major_tonic(key_obj) - best_major_key(events)) if any(e >= 0 for e in events) else 0
+                shift = shift_to_key(events, key_obj)[1]
             notes = events_to_notes(events, transpose=shift)
-            return _melody(notes, key_obj, bpm, chords, bars, f"{self.name}_{source}", {"source": source})
+            return prompt_melody(notes, key_obj, bpm, chords, bars, f"{self.name}_{source}", {"source": source})
 
         if self.rnn_candidates:
             for source, ev, shift in self._rnn_candidates(layout, key_obj, chords, bars, seed):
@@ -276,14 +271,9 @@ class HybridGenerator:
 
         winner_source, winner = best_so_far()
         fallback = all(scored.get(s) is None for s, _ in candidates if s != "rules")  # no valid model candidate
-        return Melody(
-            notes=winner.notes,
-            bpm=float(bpm),
-            key=key_obj.name,
-            chords=_chord_spans(chords, bars),
-            bars=bars,
-            name=f"{self.info.options['label']}_{key_obj.name}_{seed}",
-            attributes={
+        return prompt_melody(
+            winner.notes, key_obj, bpm, chords, bars, f"{self.info.options['label']}_{key_obj.name}_{seed}",
+            {
                 "generator": self.name,
                 "generator_version": self.info.version,
                 "checkpoint": self.info.checkpoint,

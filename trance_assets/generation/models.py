@@ -163,6 +163,22 @@ def _checkpoint_info(name: str, config: dict, weights: Path, description: str, c
     )
 
 
+def prompt_melody(notes, key_obj: Key, bpm: float, chords: list[Chord], bars: int, name: str, attributes: dict) -> Melody:
+    """A generated melody in the prompt's frame: its key, tempo, one chord per bar (cycling)."""
+    return Melody(notes=tuple(notes), bpm=float(bpm), key=key_obj.name, chords=_chord_spans(chords, bars), bars=bars, name=name, attributes=attributes)
+
+
+def shift_to_key(events: Sequence[int], key_obj: Key) -> tuple[int | None, int]:
+    """(estimated major tonic, nearest shift to the prompt key's major frame) of events whose key is
+    unknown (`best_major_key`); (None, 0) when there is no note-on."""
+    from ..models.melody_encoding import best_major_key
+
+    if not any(e >= 0 for e in events):
+        return None, 0
+    est = best_major_key(events)
+    return est, _nearest_shift(major_tonic(key_obj) - est)
+
+
 def _chord_spans(chords: list[Chord], bars: int) -> tuple[ChordSpan, ...]:
     return tuple(
         ChordSpan(chords[b % len(chords)].symbol, float(b * BEATS_PER_BAR), float(BEATS_PER_BAR))
@@ -287,14 +303,9 @@ class MelodyRNNGenerator:
         primer = 60 if key_obj.mode == "major" else 69
         events = sample_rnn_events(self.model, [primer], total, c_frame_chord_rows(self.model, chords, bars, frame), self.temperature, [seed])[0]
         notes = events_to_notes(events, transpose=_nearest_shift(frame))
-        return Melody(
-            notes=tuple(notes),
-            bpm=float(bpm),
-            key=key_obj.name,
-            chords=_chord_spans(chords, bars),
-            bars=bars,
-            name=f"{self.name}_{key_obj.name}_{seed}",
-            attributes={
+        return prompt_melody(
+            notes, key_obj, bpm, chords, bars, f"{self.name}_{key_obj.name}_{seed}",
+            {
                 "generator": self.name,
                 "generator_version": self.info.version,
                 "checkpoint_sha256": self.info.checkpoint,
@@ -342,7 +353,6 @@ class MusicVAEGenerator:
         self.info = _checkpoint_info(self.name, cfg.to_dict(), weights, f"MusicVAE hierdec-mel ({cfg.bars} bars, z={cfg.z_size}) from {d}", checkpoint, self.temperature)
 
     def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
-        from ..models.melody_encoding import best_major_key
         from ..models.musicvae import classes_to_events
 
         key_obj, chords = _validate_prompt(key, bpm, chord_progression, bars, seed)
@@ -355,20 +365,11 @@ class MusicVAEGenerator:
         decoded = classes_to_events(classes[0])
         reps = -(-total // len(decoded))
         events = (decoded * reps)[:total]
-        if any(e >= 0 for e in events):
-            est = best_major_key(events)
-            shift = _nearest_shift(major_tonic(key_obj) - est)
-        else:
-            est, shift = None, 0
+        est, shift = shift_to_key(events, key_obj)
         notes = events_to_notes(events, transpose=shift)
-        return Melody(
-            notes=tuple(notes),
-            bpm=float(bpm),
-            key=key_obj.name,
-            chords=_chord_spans(chords, bars),
-            bars=bars,
-            name=f"{self.name}_{key_obj.name}_{seed}",
-            attributes={
+        return prompt_melody(
+            notes, key_obj, bpm, chords, bars, f"{self.name}_{key_obj.name}_{seed}",
+            {
                 "generator": self.name,
                 "generator_version": self.info.version,
                 "checkpoint_sha256": self.info.checkpoint,

@@ -52,6 +52,7 @@ __all__ = [
     "train_stages",
     "publish",
     "import_magenta",
+    "convert_magenta",
     "detect_family",
     "run_fingerprint",
 ]
@@ -97,7 +98,10 @@ def load_split_sequences(corpus_dir: str | os.PathLike, split: str, tiers: Seque
     path = Path(corpus_dir) / split / TFRECORD_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no NoteSequence TFRecord at {path} (materialize corpus/notesequence_tfrecords first)")
-    seqs = read_notesequences(path)
+    return _of_tiers(read_notesequences(path), tiers)
+
+
+def _of_tiers(seqs: list[Any], tiers: Sequence[int] | None) -> list[Any]:
     if tiers is None:
         return seqs
     wanted = {f"tier{int(t)}" for t in tiers}
@@ -172,14 +176,21 @@ def train_stages(
     work = Path(work_dir)
     current = Path(init_from) if init_from is not None else None
     reports: list[StageReport] = []
+    splits: dict[str, list[Any]] = {}  # each split's file is read once for all stages
+
+    def split_of(name: str, tiers: Sequence[int] | None) -> list[Any]:
+        if name not in splits:
+            splits[name] = load_split_sequences(corpus_dir, name)
+        return _of_tiers(splits[name], tiers)
+
     for stage in stages:
-        train_seqs = load_split_sequences(corpus_dir, "train", stage.tiers)
-        val_seqs = load_split_sequences(corpus_dir, "validation", stage.tiers)
+        train_seqs = split_of("train", stage.tiers)
+        val_seqs = split_of("validation", stage.tiers)
         train_ex = family_examples(family, train_seqs, model.config)
         val_ex = family_examples(family, val_seqs, model.config)
         val_source = "tiers"
         if len(val_ex) == 0:
-            val_seqs = load_split_sequences(corpus_dir, "validation", None)
+            val_seqs = split_of("validation", None)
             val_ex = family_examples(family, val_seqs, model.config)
             val_source = "all tiers (no held-out examples of the stage's tiers)"
         report = StageReport(stage.name, list(stage.tiers), len(train_seqs), len(val_seqs), len(train_ex), len(val_ex), val_source)
@@ -293,3 +304,19 @@ def import_magenta(path: str | os.PathLike, family: str | None = None, *, attn_l
     else:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
     return model, {"family": family, "source": source, "source_sha256": digest, "config": model.config.to_dict()}
+
+
+def convert_magenta(path: str | os.PathLike, target: str | os.PathLike, family: str | None = None, record: dict | None = None) -> dict:
+    """`import_magenta` and publish the PyTorch weights to `target` (config.json + model.safetensors
+    + training.json holding ``{"imported": details, **record}``); returns the details."""
+    model, details = import_magenta(path, family)
+    details["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    dst = Path(target)
+    tmp = dst.parent / f".{dst.name}.convert-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save(tmp)
+        publish(tmp, dst, {**(record or {}), "imported": details})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return details
