@@ -113,7 +113,7 @@ def world(tmp_path_factory) -> World:
         assert dg.materialize([*UPSTREAM, *TFRECORDS], selection=[a.key for a in TFRECORDS], instance=instance, resources=resources).success
         trained = dg.materialize([*UPSTREAM, *TFRECORDS, *MODEL_ASSETS], selection=list(MODELS.values()), instance=instance, resources=resources)
         assert trained.success
-        models = {name: trained.output_for_node(f"models__{name}") for name in MODELS}
+        models = {name: trained.asset_value(dg.AssetKey(["models", name])) for name in MODELS}
 
         everything = [*UPSTREAM, *TFRECORDS, *MODEL_ASSETS, *EVAL]
         first = dg.materialize(everything, selection=[a.key for a in EVAL], instance=instance, resources=resources)

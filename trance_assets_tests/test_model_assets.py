@@ -55,6 +55,10 @@ def node(name: str) -> str:
     return f"models__{name}"
 
 
+def key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["models", name])
+
+
 def meta_values(mat) -> dict:
     return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
 
@@ -129,7 +133,7 @@ def world(tmp_path_factory) -> World:
         with dg.DagsterInstance.ephemeral() as instance:
             res = resources_for(settings)
             first = dg.materialize(MODEL_ASSETS, instance=instance, resources=res)
-            values = {n: first.output_for_node(node(n)) for n in NAMES}
+            values = {n: first.asset_value(key(n)) for n in NAMES}
             meta = {n: meta_values(first.asset_materializations_for_node(node(n))[0]) for n in NAMES}
             checks: dict = {n: {} for n in NAMES}
             for ev in first.get_asset_check_evaluations():
@@ -138,14 +142,14 @@ def world(tmp_path_factory) -> World:
             weights = {n: (models / n / "model" / "model.safetensors").read_bytes() for n in NAMES}
 
             second = dg.materialize(MODEL_ASSETS, instance=instance, resources=res)
-            values2 = {n: second.output_for_node(node(n)) for n in NAMES}
+            values2 = {n: second.asset_value(key(n)) for n in NAMES}
             records2 = {n: json.loads((models / n / "model" / "training.json").read_text()) for n in NAMES}
             runs_after_second = {n: sorted(p.name for p in (models / n / "runs").iterdir()) for n in NAMES}
 
             # new data: a fresh run in a new folder, the old run's resume state removed
             write_corpus(corpus, {"train": {1: 2, 2: 2, 3: 4}, "validation": {1: 1, 2: 1, 3: 1}, "test": {1: 2, 2: 2}})
             changed = dg.materialize(MODEL_ASSETS, selection=[melody_rnn_base.key], instance=instance, resources=res)
-            changed_value = changed.output_for_node(node("melody_rnn_base"))
+            changed_value = changed.asset_value(key("melody_rnn_base"))
             runs_after_changed = sorted(p.name for p in (models / "melody_rnn_base" / "runs").iterdir())
     return World(storage, corpus, first, values, meta, checks, records, weights, data_sha, second, values2, records2,
                  runs_after_second, changed, changed_value, runs_after_changed)
@@ -343,7 +347,7 @@ def test_import_a_mag_bundle_from_the_run_config(tmp_path):
     source = write_mag(mag, seed=7)
     result = dg.materialize([melody_rnn_base], resources=resources_for(settings), run_config=run_config(mag))
     assert result.success
-    v = result.output_for_node(node("melody_rnn_base"))
+    v = result.asset_value(key("melody_rnn_base"))
     folder = tmp_path / "storage" / "models" / "melody_rnn_base" / "model"
     assert v["source"] == "imported Magenta checkpoint"
     assert v["imported"]["source"] == str(mag) and v["imported"]["source_sha256"] == sha256_file(mag)
@@ -375,7 +379,7 @@ def test_import_a_musicvae_checkpoint_from_the_environment(tmp_path, monkeypatch
     monkeypatch.setenv(ENV_MAGENTA["musicvae"], str(prefix))
     result = dg.materialize([musicvae_base], resources=resources_for(settings))
     assert result.success
-    v = result.output_for_node(node("musicvae_base"))
+    v = result.asset_value(key("musicvae_base"))
     assert v["source"] == "imported Magenta checkpoint" and v["imported"]["source"] == str(prefix)
     assert v["imported"]["source_sha256"] == sha256_file(str(prefix) + ".index")
     assert v["config"]["z_size"] == 4 and v["config"]["enc_sizes"] == [8]
@@ -390,8 +394,8 @@ def test_imported_base_is_fine_tuned_with_chord_inputs(tmp_path):
     write_mag(mag, seed=9)
     result = dg.materialize([melody_rnn_base, melody_rnn_trance], resources=resources_for(settings), run_config=run_config(mag))
     assert result.success
-    base = result.output_for_node(node("melody_rnn_base"))
-    v = result.output_for_node(node("melody_rnn_trance"))
+    base = result.asset_value(key("melody_rnn_base"))
+    v = result.asset_value(key("melody_rnn_trance"))
     assert v["source"] == "fine-tuned from imported Magenta checkpoint"
     assert v["chord_inputs_added"] is True and v["base_sha256"] == base["sha256"]
     assert v["config"]["chord_dim"] == 25 and base["config"]["chord_dim"] == 0
@@ -409,7 +413,7 @@ def test_the_folder_written_by_import_magenta_is_used(tmp_path):
     imported = publish(tmp_path / "conv", tmp_path / "storage" / "models" / "imported" / "melody_rnn", {"family": "melody_rnn", "kind": "imported", "imported": details})
     result = dg.materialize([melody_rnn_base], resources=resources_for(settings))  # no corpus needed: nothing is trained
     assert result.success
-    v = result.output_for_node(node("melody_rnn_base"))
+    v = result.asset_value(key("melody_rnn_base"))
     assert v["source"] == "imported Magenta checkpoint" and v["imported"] == details
     assert v["sha256"] == sha256_file(imported / "model.safetensors")
     assert v["model_dir"] == str(tmp_path / "storage" / "models" / "melody_rnn_base" / "model")
@@ -418,7 +422,7 @@ def test_the_folder_written_by_import_magenta_is_used(tmp_path):
     mag = tmp_path / "attention_rnn.mag"
     write_mag(mag, seed=1)
     result = dg.materialize([melody_rnn_base], resources=resources_for(settings), run_config=run_config(mag))
-    assert result.output_for_node(node("melody_rnn_base"))["imported"]["source"] == str(mag)
+    assert result.asset_value(key("melody_rnn_base"))["imported"]["source"] == str(mag)
 
 
 @pytest.mark.parametrize("kind", ["missing", "garbage"])
@@ -447,6 +451,26 @@ def test_missing_corpus_export_fails_naming_the_file(tmp_path):
     assert str(tmp_path / "storage" / "dataset" / "corpus" / "train" / "notesequences.tfrecord") in msg, msg
     assert "materialize corpus/notesequence_tfrecords first" in msg
     assert not (tmp_path / "storage" / "models" / "melody_rnn_base" / "model").exists()
+
+
+def test_trance_models_wait_for_tier1_and_tier2_material(tmp_path):
+    """A first start: the corpus has only Tier 3 so far. The bases train; the trance models end without a
+    materialization (an observation says why), the run succeeds, and nothing downstream runs on them."""
+    settings = make_settings(tmp_path)
+    corpus = tmp_path / "storage" / "dataset" / "corpus"
+    write_corpus(corpus, {"train": {3: 6}, "validation": {3: 2}, "test": {3: 2}})
+    result = dg.materialize(MODEL_ASSETS, resources=resources_for(settings), raise_on_error=False)
+    assert result.success, failure_message(result)
+    materialized = {m.asset_key.path[-1] for m in result.get_asset_materialization_events() for m in [m.event_specific_data.materialization]}
+    assert materialized == {"melody_rnn_base", "musicvae_base"}
+    observations = [e.event_specific_data.asset_observation for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    assert {o.asset_key.path[-1] for o in observations} == {"melody_rnn_trance", "musicvae_trance"}
+    for o in observations:
+        reason = o.metadata["skipped"].value
+        assert "no stage has training data" in reason and "finetune_tier2" in reason and "finetune_tier1" in reason, reason
+    assert not result.get_asset_check_evaluations() or {e.asset_key.path[-1] for e in result.get_asset_check_evaluations()} <= {"melody_rnn_base", "musicvae_base"}
+    for name in ("melody_rnn_trance", "musicvae_trance"):
+        assert not (tmp_path / "storage" / "models" / name / "model").exists()
 
 
 # ---- trance-assets import-magenta --------------------------------------------------------------------

@@ -15,11 +15,9 @@ from ..music.melody import MelodySet
 from ..music.pianoroll import piano_roll_png
 from ..music.summary import key_counts, melody_row
 from ..resources import SettingsResource
+from .automation import BULK_AUTOMATION
 
 # Materialize once when missing (or when the code changes): the corpus then follows by itself.
-BULK_AUTOMATION = (dg.AutomationCondition.missing() | dg.AutomationCondition.code_version_changed()) & ~dg.AutomationCondition.in_progress()
-
-
 class GigaMidiResource(dg.ConfigurableResource):
     """Where GigaMIDI comes from: a local folder of its parquet shards, or the Hugging Face hub
     (`Metacreation/GigaMIDI` is gated: accept its terms, then give a config name and a token)."""

@@ -36,6 +36,7 @@ from ..music.rules import RULES_VERSION
 from ..review import parse_reviews, reviews_template, write_melody_review_material
 from ..resources import SettingsResource
 from ..storage import atomic_write_bytes, atomic_write_parquet, atomic_write_text
+from .automation import CORPUS_AUTOMATION
 from .extraction import MELODY as TIER2_MELODY
 from .gold import GOLD
 
@@ -49,14 +50,6 @@ TIER3_KEYS = {
     "tier3/synthetic": (dg.AssetKey(["tier3", "synthetic_melodies"]), f"rules-{RULES_VERSION}"),
 }
 CODE_VERSIONS = {"augment": AUGMENT_VERSION, "filter": FILTER_VERSION, "split": SPLIT_VERSION, "export": EXPORT_VERSION}
-
-# Refresh after any input changed, never while an input is still being materialized.
-CORPUS_AUTOMATION = (
-    (dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.missing() | dg.AutomationCondition.code_version_changed())
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-)
-
 
 def _stored(settings: SettingsResource, key: dg.AssetKey):
     """The stored value of an asset, or None when it was never materialized."""

@@ -19,8 +19,8 @@ from ..io_managers import read_stored
 from ..metadata import md_table
 from ..resources import SettingsResource
 from ..storage import atomic_write_text
-from .bulk import BULK_AUTOMATION
-from .corpus import CORPUS_AUTOMATION, SPLITS_KEY
+from .automation import BULK_AUTOMATION, CORPUS_AUTOMATION, waiting_for
+from .corpus import SPLITS_KEY
 from .models import MODEL_KEYS
 
 REFERENCE_STATS = dg.AssetKey(["evaluation", "reference_stats"])
@@ -158,7 +158,7 @@ def listening_test_results(context: dg.AssetExecutionContext, settings: Settings
     group_name=EVALUATION,
     code_version="1",
     kinds={"html"},
-    automation_condition=CORPUS_AUTOMATION,
+    automation_condition=waiting_for(MODEL_KEYS.values()),
     ins={"reference_stats": dg.AssetIn(REFERENCE_STATS), "splits": dg.AssetIn(SPLITS_KEY), **{name: dg.AssetIn(key) for name, key in MODEL_KEYS.items()}},
     deps=[RESULTS],
 )

@@ -31,6 +31,7 @@ from ..review import (
     write_review_material,
 )
 from ..storage import atomic_write_text
+from .automation import REVIEW_AUTOMATION
 
 SEPARATED_LEAD = dg.AssetKey(["tier2", "separated_lead"])
 MELODY = dg.AssetKey(["tier2", "melody"])
@@ -199,15 +200,6 @@ def melody(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"scale_compliance": comp if comp is not None else "n/a", "threshold": thresholds.min_scale_compliance},
     )
-
-
-# Refresh when any track's melody changes (runs after the per-track runs land; never blocked by a
-# partition that failed, e.g. a corrupt file's).
-REVIEW_AUTOMATION = (
-    (dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.missing())
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-)
 
 
 @dg.asset(

@@ -18,7 +18,7 @@ from ..models.pipeline import build_model, convert_magenta, load_model, publish,
 from ..models.training import learning_curve_png, resolve_device
 from ..resources import SettingsResource
 from ..storage import local_path, sha256_file
-from .corpus import CORPUS_AUTOMATION
+from .automation import CORPUS_AUTOMATION
 
 TFRECORDS = dg.AssetKey(["corpus", "notesequence_tfrecords"])
 FAMILY_TITLES = {"melody_rnn": "Melody RNN (attention_rnn)", "musicvae": "MusicVAE (hierdec-mel 16 bars)"}
@@ -92,7 +92,8 @@ def _stage_rows(stages: list[dict]) -> list[dict]:
 
 
 def _train(context, settings: SettingsResource, family: str, kind: str, name: str, init_dir=None, init_model=None) -> dict:
-    """Train the stages of `kind` and publish the model to <storage>/models/<name>/model."""
+    """Train the stages of `kind` and publish the model to <storage>/models/<name>/model; {"skipped":
+    reason} when no stage has training data yet."""
     p = settings.get_profile()
     stages = p.model_stages(family, kind)
     model = init_model if init_model is not None else build_model(family, p.model_config(family))
@@ -105,10 +106,7 @@ def _train(context, settings: SettingsResource, family: str, kind: str, name: st
     reports, final = train_stages(family, model, stages, _corpus_dir(settings), work, log=context.log.info)
     stage_dicts = [r.to_dict() for r in reports]
     if final is None:
-        raise dg.Failure(
-            f"{name}: no stage had training data: " + "; ".join(r.skipped or "" for r in reports)
-            + ". Materialize the corpus with material in the tiers these stages use."
-        )
+        return {"skipped": "; ".join(f"{r.name}: {r.skipped}" for r in reports)}
     record = {"family": family, "kind": kind, "profile": p.name, "run": fp, "stages": stage_dicts, "init_sha256": init_hash,
               "data_sha256": data, "seconds": time.perf_counter() - t0}
     target = publish(final, home / "model", record)
@@ -129,14 +127,13 @@ def _base_asset(family: str):
     name = f"{family}_base"
     key = dg.AssetKey(["models", name])
 
-    @dg.asset(
-        key=key, group_name=MODELS, pool=POOL_HEAVY, deps=[TFRECORDS], code_version="1",
-        kinds={"pytorch", "safetensors"}, automation_condition=CORPUS_AUTOMATION,
-        check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in LOSS_CHECKS],
+    @_model_asset(
+        key, LOSS_CHECKS,
         description=f"{FAMILY_TITLES[family]} pre-trained on the Tier 3 train split (validation: Tier 3 validation "
         f"split), or a Magenta checkpoint: the run config's magenta_checkpoint, else {ENV_MAGENTA[family]}, else "
         f"one converted by `trance-assets import-magenta` (<storage>/models/imported/{family}). Writes "
-        f"<storage>/models/{name}/model (config.json + model.safetensors + training.json); resumes after a kill.",
+        f"<storage>/models/{name}/model (config.json + model.safetensors + training.json); resumes after a kill. "
+        "Skipped (no materialization, an observation with the reason) while the Tier 3 train split is empty.",
     )
     def _asset(context: dg.AssetExecutionContext, settings: SettingsResource, config: BaseModelConfig):
         magenta = config.magenta_checkpoint or os.environ.get(ENV_MAGENTA[family], "")
@@ -162,12 +159,13 @@ def _base_asset(family: str):
                 row.update(passed=True, detail="not applicable: imported Magenta checkpoint, no training in this run")
         else:
             out = _train(context, settings, family, "base", name)
+            if "skipped" in out:
+                yield _skipped(context, key, out["skipped"])
+                return
             value = _value(family, "base", "pre-trained on Tier 3", out["model_dir"], out["stages"])
             report = loss_report(out["stages"])
         value["criteria"] = report["rows"]
-        yield dg.Output(value, metadata=_metadata(value, report, time.perf_counter() - t0, settings))
-        for c in LOSS_CHECKS:
-            yield _check(c, report["rows"][c])
+        yield from _results(context, key, value, _metadata(value, report, time.perf_counter() - t0, settings), report["rows"])
 
     return _asset
 
@@ -177,13 +175,12 @@ def _trance_asset(family: str):
     key = dg.AssetKey(["models", name])
     base_key = dg.AssetKey(["models", f"{family}_base"])
 
-    @dg.asset(
-        key=key, group_name=MODELS, pool=POOL_HEAVY, deps=[TFRECORDS], code_version="1",
-        ins={"base": dg.AssetIn(base_key)}, kinds={"pytorch", "safetensors"}, automation_condition=CORPUS_AUTOMATION,
-        check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in TRANCE_CHECKS[family]],
+    @_model_asset(
+        key, TRANCE_CHECKS[family], ins={"base": dg.AssetIn(base_key)},
         description=f"{FAMILY_TITLES[family]} fine-tuned from models/{family}_base on the Tier 2 train split, then a "
         "final pass on the Tier 1 train split (validation: the same tiers' validation split); the plan's success "
-        "criteria measured on held-out material only.",
+        "criteria measured on held-out material only. Skipped (no materialization, an observation with the reason) "
+        "while the corpus has no Tier 1 or Tier 2 training examples, e.g. on a first start before the partitions land.",
     )
     def _asset(context: dg.AssetExecutionContext, settings: SettingsResource, base: dict):
         p = settings.get_profile()
@@ -195,6 +192,9 @@ def _trance_asset(family: str):
             context.log.info("the base model has no chord inputs: adding them (zero-initialised, same outputs until trained)")
             model = model.with_chord_inputs(25)
         out = _train(context, settings, family, "trance", name, init_dir=base_dir, init_model=model)
+        if "skipped" in out:
+            yield _skipped(context, key, out["skipped"])
+            return
         value = _value(family, "trance", f"fine-tuned from {base['source']}", out["model_dir"], out["stages"],
                        {"base_sha256": base["sha256"], "chord_inputs_added": chords_added})
         report = loss_report(out["stages"])
@@ -213,11 +213,37 @@ def _trance_asset(family: str):
         meta = _metadata(value, {"rows": rows, "stages": report["stages"]}, time.perf_counter() - t0, settings)
         if family == "melody_rnn":
             meta["base_vs_fine_tuned"] = md_table([{"model": "base", **extra["base"]}, {"model": "fine-tuned", **extra["tuned"]}])
-        yield dg.Output(value, metadata=meta)
-        for c in TRANCE_CHECKS[family]:
-            yield _check(c, rows[c])
+        yield from _results(context, key, value, meta, rows)
 
     return _asset
+
+
+def _model_asset(key: dg.AssetKey, checks: list[str], description: str, ins: dict | None = None):
+    """A model asset: heavy pool, the criteria as WARN checks, and skippable: a run whose stages have no
+    training data yet ends without a materialization instead of failing (see `_skipped`)."""
+    return dg.multi_asset(
+        name=key.to_python_identifier(),
+        outs={key.to_python_identifier(): dg.AssetOut(
+            key=key, group_name=MODELS, code_version="1", kinds={"pytorch", "safetensors"}, is_required=False,
+            automation_condition=CORPUS_AUTOMATION, description=description)},
+        check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in checks],
+        deps=[TFRECORDS], ins=ins or {}, pool=POOL_HEAVY, can_subset=True,
+    )
+
+
+def _skipped(context: dg.AssetExecutionContext, key: dg.AssetKey, reason: str) -> dg.AssetObservation:
+    """Nothing to train on yet: the run succeeds, the asset stays unmaterialized (its downstream assets
+    in the same run are skipped) and the reason is recorded on the asset's timeline. Automation
+    requests it again when the corpus next changes."""
+    message = f"not trained: no stage has training data yet ({reason}); waiting for the corpus to gain material in these tiers"
+    context.log.warning(f"{key.to_user_string()}: {message}")
+    return dg.AssetObservation(asset_key=key, metadata={"skipped": message})
+
+
+def _results(context: dg.AssetExecutionContext, key: dg.AssetKey, value: dict, metadata: dict, rows: dict):
+    yield dg.Output(value, output_name=key.to_python_identifier(), metadata=metadata)
+    for check in context.selected_asset_check_keys:
+        yield _check(check.name, rows[check.name])
 
 
 def _check(name: str, row: dict) -> dg.AssetCheckResult:

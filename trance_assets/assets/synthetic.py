@@ -6,7 +6,6 @@ import time
 import dagster as dg
 
 from ..constants import TIER3
-from .bulk import BULK_AUTOMATION
 from ..metadata import md_image, md_table
 from ..music.melody import MelodySet
 from ..music.pianoroll import piano_roll_png
@@ -15,6 +14,7 @@ from ..music.rules import RULES_VERSION
 from ..music.summary import key_counts, melody_row
 from ..music.synthetic import SYNTHETIC_LICENSE, synthetic_melodies as make_synthetic
 from ..resources import SettingsResource
+from .automation import BULK_AUTOMATION
 
 
 @dg.asset(key=["tier3", "synthetic_melodies"], group_name=TIER3, code_version=f"rules-{RULES_VERSION}", kinds={"midi"}, automation_condition=BULK_AUTOMATION)

@@ -1,0 +1,42 @@
+"""The automation conditions the assets use (declarative automation, evaluated by
+`automation_sensor`).
+
+Each trigger is remembered until the asset is requested or materialized, then forgotten: an asset is
+requested once per reason, so a run that fails (or skips, like a model with no training data yet)
+is not re-requested on every tick; the next upstream update, code change or a click on Materialize
+brings it back. Unlike `AutomationCondition.eager()`, a missing asset is requested on the very first
+evaluation (a fresh instance has no history to protect) and a missing dependency does not block it
+(the corpus builds from whichever tiers have material).
+"""
+
+import dagster as dg
+
+AC = dg.AutomationCondition
+_HANDLED = (AC.newly_requested() | AC.newly_updated()).with_label("requested or updated")
+
+
+def _once(trigger: dg.AutomationCondition) -> dg.AutomationCondition:
+    return trigger.since(_HANDLED)
+
+
+# Tier 3 sources (no upstream): when missing or their code changed.
+BULK_AUTOMATION = _once(AC.newly_missing() | AC.code_version_changed()) & ~AC.in_progress()
+
+# Corpus, evaluation and models: after any input changed, when missing, or their code changed; never
+# while an input is still being materialized.
+CORPUS_AUTOMATION = (
+    _once(AC.any_deps_updated() | AC.newly_missing() | AC.code_version_changed())
+    & ~AC.any_deps_in_progress()
+    & ~AC.in_progress()
+)
+
+# The review queue: when any track's melody changes (after the per-track runs land; never blocked by a
+# partition that failed, e.g. a corrupt file's).
+REVIEW_AUTOMATION = _once(AC.any_deps_updated() | AC.newly_missing()) & ~AC.any_deps_in_progress() & ~AC.in_progress()
+
+
+def waiting_for(keys) -> dg.AutomationCondition:
+    """CORPUS_AUTOMATION, held back while any of `keys` (direct dependencies) has never been
+    materialized: e.g. the benchmark report waits for the models it compares."""
+    missing = AC.any_deps_match(AC.missing()).allow(dg.AssetSelection.assets(*keys))
+    return CORPUS_AUTOMATION & ~missing.with_label("a model it compares is missing")
