@@ -267,12 +267,17 @@ class EventStepper:
 
         start(batch)                  forget the event cache (a new sequence per batch row)
         net_step(x [B, L, 8] int64)   append L events to the event cache -> hidden of the last one [B, H] float32
-        token_start(hidden [B, H])    a fresh token cache; position 0 -> logits [B, V] (the event type)
-        token_next(ids [B] int64)     append the token just chosen -> logits [B, V] (the next parameter)
+        token_start(hidden [B, H], rows=None)  a fresh token cache; position 0 -> logits [B, V] (the event type)
+        token_next(ids [B] int64, rows=None)   append the token just chosen -> logits [B, V] (the next parameter)
+
+    ``rows`` (a slice, range or id list; backends with ``supports_rows``) returns only those columns of
+    the logits, computing just those rows of ``lm_head``: identical values, a fraction of the work when
+    a slot's mask allows one parameter block (generation always knows it).
     """
 
     hidden_size: int
     vocab_size: int
+    supports_rows: bool = False
 
     def start(self, batch: int) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -290,6 +295,8 @@ class EventStepper:
 class TorchStepper(EventStepper):
     """Eager PyTorch: `net` keeps a transformers DynamicCache across events, `net_token` gets a
     fresh one per event."""
+
+    supports_rows = True
 
     def __init__(self, model: MidiModel, device: str | torch.device = "cpu"):
         self.model = model.eval()
@@ -312,16 +319,22 @@ class TorchStepper(EventStepper):
         return hidden[:, -1].float().cpu().numpy()
 
     @torch.inference_mode()
-    def token_start(self, hidden):
+    def token_start(self, hidden, rows=None):
         from transformers import DynamicCache
 
         self._token_cache = DynamicCache()
         h = torch.as_tensor(hidden, device=self.device, dtype=next(self.model.parameters()).dtype)
-        logits = self.model.forward_token(h, None, cache=self._token_cache)
-        return logits[:, -1].float().cpu().numpy()
+        return self._logits(h.unsqueeze(1), rows)
 
     @torch.inference_mode()
-    def token_next(self, ids):
+    def token_next(self, ids, rows=None):
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device).reshape(-1, 1)
-        logits = self.model.forward_token(None, ids, cache=self._token_cache)
-        return logits[:, -1].float().cpu().numpy()
+        return self._logits(self.model.net_token.embed_tokens(ids), rows)
+
+    def _logits(self, embeds: torch.Tensor, rows):
+        """net_token one step on the cache, then lm_head (all rows, or just `rows`)."""
+        out = self.model.net_token(inputs_embeds=embeds, past_key_values=self._token_cache, use_cache=True).last_hidden_state[:, -1]
+        weight = self.model.lm_head.weight
+        if rows is not None:
+            weight = weight[rows] if isinstance(rows, slice) else weight[torch.as_tensor(list(rows), dtype=torch.long, device=weight.device)]
+        return (out @ weight.T).float().cpu().numpy()
