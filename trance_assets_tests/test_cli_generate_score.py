@@ -100,7 +100,7 @@ def test_generate_unknown_backend_exits_2_with_a_message(tmp_path, capsys):
     rc, out, err = run(capsys, "generate", "--backend", "nope", "--out", str(target))
     assert rc == 2
     assert out == ""
-    assert "trance-assets generate: unknown generator backend 'nope'; registered: hybrid, melody_rnn, musicvae, rules" in err
+    assert "trance-assets generate: unknown generator backend 'nope'; registered: hybrid, melody_rnn, midi_model, musicvae, rules" in err
     assert not target.exists()
 
 

@@ -58,7 +58,7 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_generator(backend: str, **options) -> Generator:
+def get_generator(backend: str, /, **options) -> Generator:
     """An instance of a registered backend. Raises KeyError naming the known backends."""
     _load_builtin()
     if backend not in _REGISTRY:
@@ -67,7 +67,7 @@ def get_generator(backend: str, **options) -> Generator:
 
 
 def _load_builtin() -> None:
-    from . import hybrid, models, rules  # noqa: F401  (register "rules", "melody_rnn", "musicvae", "hybrid"; models import torch)
+    from . import hybrid, midi_model, models, rules  # noqa: F401  (register "rules", "melody_rnn", "musicvae", "hybrid", "midi_model"; models import torch)
 
 
 @dataclass(frozen=True)
