@@ -25,6 +25,9 @@ ENV_INBOX = "TRANCE_INBOX"
 ENV_GIGAMIDI_DIR = "TRANCE_GIGAMIDI_DIR"
 ENV_GIGAMIDI_CONFIG = "TRANCE_GIGAMIDI_CONFIG"
 ENV_HF_TOKEN = "HF_TOKEN"
+# models/midi_model_base: a published midi-model checkpoint (hub id or folder) instead of pre-training here
+ENV_MIDI_MODEL_BASE = "TRANCE_MIDI_MODEL_BASE"
+ENV_MIDI_MODEL_REVISION = "TRANCE_MIDI_MODEL_REVISION"
 
 SENSOR_INTERVAL_SECONDS = 10
 # Magenta checkpoints to import instead of pre-training (models/<family>_base).

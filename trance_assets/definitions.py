@@ -3,6 +3,7 @@
 import dagster as dg
 
 from .assets import corpus, evaluation
+from .assets.midi_model import MIDI_MODEL_ASSETS, midi_model_tokens
 from .assets.models import MODEL_ASSETS
 from .assets.bulk import GigaMidiResource, gigamidi_melodies, public_domain_melodies
 from .assets.extraction import melody, review_batches_pass, review_queue, separated_lead, transcription
@@ -11,7 +12,7 @@ from .assets.ingest import reference_audio
 from .assets.synthetic import synthetic_melodies, synthetic_melodies_pass_quality
 from .io_managers import StorageIOManager
 from .jobs import gold_melody_job, reference_track_job
-from .resources import SeparatorResource, SettingsResource, TranscriberResource
+from .resources import MidiModelResource, SeparatorResource, SettingsResource, TranscriberResource
 from .schedules import nightly_gold_backfill, nightly_reference_tracks_backfill
 from .sensors import automation_sensor, gold_melodies_sensor, reference_audio_sensor
 
@@ -35,8 +36,10 @@ defs = dg.Definitions(
         corpus.remi_tokens,
         corpus.notesequence_tfrecords,
         corpus.metadata,
+        midi_model_tokens,
         corpus.dataset_card,
         *MODEL_ASSETS,
+        *MIDI_MODEL_ASSETS,
         evaluation.reference_stats,
         evaluation.listening_test_kit,
         evaluation.listening_test_results,
@@ -57,6 +60,7 @@ defs = dg.Definitions(
         "io_manager": StorageIOManager(settings=settings),
         "separator": SeparatorResource.from_env(),
         "transcriber": TranscriberResource(),
+        "midi_model": MidiModelResource.from_env(),
         "gigamidi": GigaMidiResource.from_env(),
     },
     # Two cores: at most two steps of one run at a time.

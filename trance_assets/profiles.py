@@ -66,6 +66,7 @@ class Profile:
          '"reference_pc": "@reference_pc", "label": "phase1_pretrained"}'),
         ("phase2_finetuned", "hybrid", '{"melody_rnn": "@models/melody_rnn_trance", "musicvae": "@models/musicvae_trance", '
          '"reference_pc": "@reference_pc", "label": "phase2_finetuned"}'),
+        ("midi_model", "midi_model", '{"model": "@models/midi_model_trance_lora", "backend": "onnx", "onnx_dir": "@models/midi_model_onnx_int8"}'),
     )
     reference_source: str = "test"  # "test": Tier 1 test split (kept out of training); "all": all of Tier 1
     listening_configs: tuple[str, str] = ("rules", "rules-dense")
@@ -97,6 +98,23 @@ class Profile:
     # torch threads while training: 1 on the 2-core demo machine, where a second busy process turns
     # torch's spinning worker threads into a 10-30x slowdown (measured); None = torch's default
     model_threads: int | None = 1
+    # midi-model (issue 7). demo: a small model pre-trained here on Tier 3 (CPU, minutes); full: the
+    # published medium size (a hub checkpoint through MidiModelResource; a GPU). Then LoRA on Tier 2 and
+    # a final pass on Tier 1 (the plan: r 16 on q/v, lr 2e-4; demo trains few steps, so a higher lr).
+    midi_model_size: str = "small"  # models.midi_model.SIZES: tiny, small, medium, large
+    midi_model_tokenizer: str = "v2"
+    midi_model_steps: tuple[int, int, int] = (150, 60, 40)  # Tier 3 pre-training, Tier 2 LoRA, Tier 1 LoRA
+    midi_model_batch_size: int = 8
+    midi_model_max_events: int = 128  # training window (events); a 16-bar lead is about 130
+    midi_model_lr: float = 1e-3  # pre-training (all weights)
+    midi_model_lora_lr: float = 1e-3
+    midi_model_lora_r: int = 16
+    midi_model_lora_alpha: int = 32
+    midi_model_lora_dropout: float = 0.05
+    midi_model_lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    midi_model_qlora: str = "auto"  # "auto": QLoRA when a CUDA GPU and bitsandbytes are present
+    midi_model_onnx_opset: int = 17
+    midi_model_agreement_sequences: int = 32  # held-out sequences for the INT8 top-1 agreement
     # the plan's success criteria for the models
     model_criteria_prompts: int = 24  # melodies per model for chord-tone / histogram / self-similarity
     model_min_chord_tone_gain: float = 0.10
@@ -145,6 +163,24 @@ class Profile:
             return [Stage("pretrain_tier3", (3,), cfg(steps[0]))]
         if kind == "trance":
             return [Stage("finetune_tier2", (2,), cfg(steps[1]), fine), Stage("finetune_tier1", (1,), cfg(steps[2]), fine)]
+        raise ValueError(f"kind must be 'base' or 'trance', got {kind!r}")
+
+    def midi_model_stages(self, kind: str) -> list:
+        """`models.pipeline.Stage`s of the midi-model: "base" = pre-train all weights on Tier 3;
+        "trance" = LoRA on Tier 2, then a final LoRA pass on Tier 1 (the adapters carry over)."""
+        from .models.pipeline import Stage
+        from .models.training import TrainConfig
+
+        def cfg(n: int, lr: float) -> TrainConfig:
+            return TrainConfig(max_steps=int(n), batch_size=self.midi_model_batch_size, eval_every=self.model_eval_every,
+                               patience=self.model_patience, seed=self.model_seed, device=self.model_device,
+                               threads=self.model_threads, lr=lr, clip_norm=1.0, eval_batch_size=self.midi_model_batch_size)
+
+        steps = self.midi_model_steps
+        if kind == "base":
+            return [Stage("pretrain_tier3", (3,), cfg(steps[0], self.midi_model_lr))]
+        if kind == "trance":
+            return [Stage("lora_tier2", (2,), cfg(steps[1], self.midi_model_lora_lr)), Stage("lora_tier1", (1,), cfg(steps[2], self.midi_model_lora_lr))]
         raise ValueError(f"kind must be 'base' or 'trance', got {kind!r}")
 
     def quality_thresholds(self, tier: int):
@@ -201,6 +237,13 @@ PROFILES: dict[str, Profile] = {
         model_patience=5,
         model_criteria_prompts=50,
         model_threads=None,
+        midi_model_size="medium",
+        midi_model_steps=(20_000, 5_000, 1_000),
+        midi_model_batch_size=4,
+        midi_model_max_events=1024,
+        midi_model_lr=2e-4,
+        midi_model_lora_lr=2e-4,
+        midi_model_agreement_sequences=200,
     ),
 }
 

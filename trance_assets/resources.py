@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
-from .constants import ENV_INBOX, ENV_PROFILE, ENV_PROFILE_OVERRIDES, ENV_STORAGE
+from .constants import ENV_HF_TOKEN, ENV_INBOX, ENV_MIDI_MODEL_BASE, ENV_MIDI_MODEL_REVISION, ENV_PROFILE, ENV_PROFILE_OVERRIDES, ENV_STORAGE
 from .profiles import Profile, get_profile, parse_overrides
 from .storage import as_upath
 
@@ -130,3 +130,24 @@ class TranscriberResource(dg.ConfigurableResource):
         )
         c.validate()
         return c
+
+
+class MidiModelResource(dg.ConfigurableResource):
+    """Where models/midi_model_base comes from: a published midi-model checkpoint (a Hugging Face hub
+    id such as skytnt/midi-model-tv2o-medium, or a local folder with config.json + weights), or —
+    empty, the offline default — a small model pre-trained here on Tier 3."""
+
+    base_model: str = Field(
+        default="",
+        description="Hub id (e.g. skytnt/midi-model-tv2o-medium) or local checkpoint folder; empty: pre-train the profile's "
+        "midi_model_size on the Tier 3 train split.",
+    )
+    revision: str = Field(default="", description="Hub revision (branch, tag or commit) of base_model; empty: the default branch.")
+    hf_token_env: str = Field(default=ENV_HF_TOKEN, description="Environment variable holding a Hugging Face token (gated or private repos).")
+
+    @classmethod
+    def from_env(cls) -> "MidiModelResource":
+        return cls(base_model=os.environ.get(ENV_MIDI_MODEL_BASE, ""), revision=os.environ.get(ENV_MIDI_MODEL_REVISION, ""))
+
+    def token(self) -> str | None:
+        return os.environ.get(self.hf_token_env) or None

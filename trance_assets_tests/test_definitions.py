@@ -28,8 +28,12 @@ CORPUS_ASSETS = (
     "corpus/notesequence_tfrecords",
     "corpus/metadata",
     "corpus/dataset_card",
+    "corpus/midi_model_tokens",
 )
-MODEL_ASSETS = ("models/melody_rnn_base", "models/musicvae_base", "models/melody_rnn_trance", "models/musicvae_trance")
+MODEL_ASSETS = (
+    "models/melody_rnn_base", "models/musicvae_base", "models/melody_rnn_trance", "models/musicvae_trance",
+    "models/midi_model_base", "models/midi_model_trance_lora", "models/midi_model_onnx", "models/midi_model_onnx_int8",
+)
 LOSS = ("val_loss_decreases", "val_loss_plateaus", "train_val_gap")
 EVALUATION_ASSETS = (
     "evaluation/reference_stats",
@@ -81,7 +85,12 @@ def test_asset_keys_and_groups():
         *{("models/musicvae_base", c) for c in LOSS},
         *{("models/melody_rnn_trance", c) for c in (*LOSS, "chord_tone_gain", "minor_histogram", "self_similarity_increases")},
         *{("models/musicvae_trance", c) for c in (*LOSS, "reconstruction_accuracy", "interpolation_intermediates", "variations_in_key")},
+        *{("models/midi_model_base", c) for c in LOSS},
+        *{("models/midi_model_trance_lora", c) for c in (*LOSS, "val_loss_improves_on_base")},
     }
+    # The ONNX export never runs on a fine-tuned midi-model that did not beat its base.
+    lora = defs.resolve_assets_def(dg.AssetKey(["models", "midi_model_trance_lora"]))
+    assert {s.name: s.blocking for s in lora.check_specs} == {**{c: False for c in LOSS}, "val_loss_improves_on_base": True}
     tracks = dg.DynamicPartitionsDefinition(name="reference_tracks")
     for key in PER_TRACK:
         assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def == tracks, key
@@ -118,13 +127,20 @@ def test_asset_keys_and_groups():
     assert ev["evaluation/reference_stats"] == {"corpus/splits"}
     assert ev["evaluation/listening_test_kit"] == set()
     assert ev["evaluation/listening_test_results"] == {"evaluation/listening_test_kit"}
-    assert ev["evaluation/benchmark_report"] == {"evaluation/reference_stats", "corpus/splits", "evaluation/listening_test_results", *MODEL_ASSETS}
+    assert ev["evaluation/benchmark_report"] == {"evaluation/reference_stats", "corpus/splits", "evaluation/listening_test_results", *MODEL_ASSETS[:4],
+                                                 "models/midi_model_trance_lora", "models/midi_model_onnx_int8"}
     # Models: the base models train on the corpus export (a dependency without an input: they read
     # the TFRecord files), the trance models fine-tune their base.
     models = {key: {k.to_user_string() for k in graph.get(dg.AssetKey.from_user_string(key)).parent_keys} for key in MODEL_ASSETS}
     assert models["models/melody_rnn_base"] == models["models/musicvae_base"] == {"corpus/notesequence_tfrecords"}
     assert models["models/melody_rnn_trance"] == {"corpus/notesequence_tfrecords", "models/melody_rnn_base"}
     assert models["models/musicvae_trance"] == {"corpus/notesequence_tfrecords", "models/musicvae_base"}
+    # midi-model: tokens from the splits; base -> LoRA -> ONNX -> INT8 (which reads held-out tokens).
+    assert parents["corpus/midi_model_tokens"] == {"corpus/splits"}
+    assert models["models/midi_model_base"] == {"corpus/midi_model_tokens"}
+    assert models["models/midi_model_trance_lora"] == {"corpus/midi_model_tokens", "models/midi_model_base"}
+    assert models["models/midi_model_onnx"] == {"models/midi_model_trance_lora"}
+    assert models["models/midi_model_onnx_int8"] == {"corpus/midi_model_tokens", "models/midi_model_onnx"}
     for key in MODEL_ASSETS:
         assert graph.get(dg.AssetKey.from_user_string(key)).code_version == "1", key
 

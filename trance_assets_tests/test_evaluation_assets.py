@@ -23,9 +23,11 @@ import polars as pl
 import pytest
 import soundfile as sf
 
+from test_midi_model_assets import TINY_MIDI
 from test_model_assets import TINY
 from trance_assets.assets import corpus, evaluation
-from trance_assets.assets.models import MODEL_ASSETS
+from trance_assets.assets.midi_model import MIDI_MODEL_ASSETS, midi_model_tokens
+from trance_assets.assets.models import MODEL_ASSETS as RNN_VAE_ASSETS
 from trance_assets.assets.gold import gold_melody
 from trance_assets.assets.synthetic import synthetic_melodies
 from trance_assets.corpus.card import pitch_class_distribution
@@ -36,7 +38,7 @@ from trance_assets.generation.base import prompt_set
 from trance_assets.io_managers import StorageIOManager
 from trance_assets.music.melody import melody_from_midi
 from trance_assets.profiles import get_profile
-from trance_assets.resources import SettingsResource
+from trance_assets.resources import MidiModelResource, SettingsResource
 from trance_assets.sensors import gold_melodies_sensor
 from trance_assets.storage import sha256_file
 
@@ -45,9 +47,10 @@ PROFILE = get_profile("demo")
 CONFIG_A, CONFIG_B = PROFILE.listening_configs
 LISTENERS = ("alice", "bob")
 UPSTREAM = [corpus.augmented, corpus.filtered, corpus.splits]
-TFRECORDS = [corpus.notesequence_tfrecords]
+TFRECORDS = [corpus.notesequence_tfrecords, midi_model_tokens]
+MODEL_ASSETS = [*RNN_VAE_ASSETS, *MIDI_MODEL_ASSETS]
 MODELS = {a.key.path[-1]: a.key for a in MODEL_ASSETS}
-MODEL_CONFIGS = ("melody_rnn", "musicvae", "phase1_pretrained", "phase2_finetuned")
+MODEL_CONFIGS = ("melody_rnn", "musicvae", "phase1_pretrained", "phase2_finetuned", "midi_model")
 CONFIG_NAMES = [name for name, _backend, _options in PROFILE.evaluation_configs]
 EVAL = [evaluation.reference_stats, evaluation.listening_test_kit, evaluation.listening_test_results, evaluation.benchmark_report]
 REPORT = dg.AssetKey(["evaluation", "benchmark_report"])
@@ -88,8 +91,8 @@ def world(tmp_path_factory) -> World:
     tmp = tmp_path_factory.mktemp("evaluation")
     (tmp / "inbox").mkdir()
     # tiny models (the profile's demo sizes would take minutes on 2 cores)
-    settings = SettingsResource(profile="demo", storage_url=str(tmp / "storage"), inbox_dir=str(tmp / "inbox"), profile_overrides=json.dumps(TINY))
-    resources = {"settings": settings, "io_manager": StorageIOManager(settings=settings)}
+    settings = SettingsResource(profile="demo", storage_url=str(tmp / "storage"), inbox_dir=str(tmp / "inbox"), profile_overrides=json.dumps({**TINY, **TINY_MIDI}))
+    resources = {"settings": settings, "io_manager": StorageIOManager(settings=settings), "midi_model": MidiModelResource()}
     write_demo_data(settings.storage_url, tracks=0, tier1_extra=DEMO_GOLD, inbox=tmp / "inbox", log=lambda *a: None)
     tier1 = settings.local_dataset_dir("tier1")
     for p in tier1.iterdir():
@@ -312,7 +315,7 @@ def test_report_files_and_metadata(world):
     page = html_path.read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
     assert md["prompts"] == PROFILE.evaluation_prompts == 20
-    assert md["configurations"] == ", ".join(CONFIG_NAMES) == "rules, rules-dense, melody_rnn, musicvae, phase1_pretrained, phase2_finetuned"
+    assert md["configurations"] == ", ".join(CONFIG_NAMES) == "rules, rules-dense, melody_rnn, musicvae, phase1_pretrained, phase2_finetuned, midi_model"
     assert md["reference_melodies"] == reference_sources(world).height
     assert isinstance(md["plagiarism_flags"], int) and md["plagiarism_flags"] >= 0
     assert md["outcome"].startswith("| configuration | pitch_entropy | chord_tone_ratio | self_similarity_8 | kl_to_reference | composite | composite_vs_reference | human_preference |")
@@ -361,10 +364,13 @@ def test_listening_kit_compares_configurations_without_models():
 
 
 def test_model_assets_were_trained_with_the_tiny_overrides(world):
-    assert set(world.models) == {"melody_rnn_base", "musicvae_base", "melody_rnn_trance", "musicvae_trance"}
+    assert set(world.models) == {"melody_rnn_base", "musicvae_base", "melody_rnn_trance", "musicvae_trance",
+                                 "midi_model_base", "midi_model_trance_lora", "midi_model_onnx", "midi_model_onnx_int8"}
     assert world.models["melody_rnn_base"]["config"]["layers"] == [8, 8]
     assert world.models["musicvae_base"]["config"]["z_size"] == 4
     for name, v in world.models.items():
+        if name.startswith("midi_model"):
+            continue
         assert v["source"] in ("pre-trained on Tier 3", "fine-tuned from pre-trained on Tier 3"), name
         assert Path(v["model_dir"]) == world.storage / "models" / name / "model"
     # the demo corpus has no Tier 2 material (no reference tracks): the Tier 2 stage is skipped
@@ -390,11 +396,14 @@ def report_config_rows(md: str) -> dict[str, dict]:
 
 def test_report_configurations_name_their_model_checkpoints(world):
     sha = {name: v["sha256"] for name, v in world.models.items()}
-    assert all(sha[n] == sha256_file(world.storage / "models" / n / "model" / "model.safetensors") for n in sha)
+    assert all(sha[n] == sha256_file(world.storage / "models" / n / "model" / "model.safetensors") for n in sha if "onnx" not in n)
     for md_text in (world.report_md_first, (world.evaluation_dir / "benchmark_report.md").read_text()):
         rows = report_config_rows(md_text)
         assert list(rows) == CONFIG_NAMES
-        assert [rows[n]["backend"] for n in MODEL_CONFIGS] == ["melody_rnn", "musicvae", "hybrid", "hybrid"]
+        assert [rows[n]["backend"] for n in MODEL_CONFIGS] == ["melody_rnn", "musicvae", "hybrid", "hybrid", "midi_model"]
+        # midi-model standalone, on the INT8 ONNX export of the LoRA fine-tune
+        assert str(world.storage / "models" / "midi_model_onnx_int8" / "model") in rows["midi_model"]["options"]
+        assert rows["midi_model"]["checkpoint"] not in ("", "—")
         assert rows["melody_rnn"]["checkpoint"] == sha["melody_rnn_trance"]
         assert rows["musicvae"]["checkpoint"] == sha["musicvae_trance"]
         assert rows["phase1_pretrained"]["checkpoint"] == f"rnn:{sha['melody_rnn_base']};vae:{sha['musicvae_base']}"

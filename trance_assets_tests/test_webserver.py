@@ -138,13 +138,15 @@ def test_code_location_loads_with_assets_and_sensor(webserver):
         "tier3/gigamidi_melodies": ("tier3", False),
         "tier3/public_domain_melodies": ("tier3", False),
         **{f"corpus/{name}": ("corpus", False) for name in (
-            "augmented", "filtered", "spot_check", "splits", "remi_tokens", "notesequence_tfrecords", "metadata", "dataset_card"
+            "augmented", "filtered", "spot_check", "splits", "remi_tokens", "notesequence_tfrecords", "metadata", "dataset_card",
+            "midi_model_tokens",
         )},
         **{f"evaluation/{name}": ("evaluation", False) for name in (
             "reference_stats", "listening_test_kit", "listening_test_results", "benchmark_report"
         )},
         **{f"models/{name}": ("models", False) for name in (
-            "melody_rnn_base", "musicvae_base", "melody_rnn_trance", "musicvae_trance"
+            "melody_rnn_base", "musicvae_base", "melody_rnn_trance", "musicvae_trance",
+            "midi_model_base", "midi_model_trance_lora", "midi_model_onnx", "midi_model_onnx_int8",
         )},
     }
 

@@ -21,11 +21,14 @@ from ..resources import SettingsResource
 from ..storage import atomic_write_text
 from .automation import BULK_AUTOMATION, CORPUS_AUTOMATION, waiting_for
 from .corpus import SPLITS_KEY
+from .midi_model import INT8 as MIDI_MODEL_INT8, LORA as MIDI_MODEL_LORA
 from .models import MODEL_KEYS
 
 REFERENCE_STATS = dg.AssetKey(["evaluation", "reference_stats"])
 KIT = dg.AssetKey(["evaluation", "listening_test_kit"])
 RESULTS = dg.AssetKey(["evaluation", "listening_test_results"])
+# The model assets the benchmark's configurations may name as "@models/<name>".
+COMPARED_MODELS = {**MODEL_KEYS, "midi_model_trance_lora": MIDI_MODEL_LORA, "midi_model_onnx_int8": MIDI_MODEL_INT8}
 
 
 def _reference_part(splits: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -158,13 +161,14 @@ def listening_test_results(context: dg.AssetExecutionContext, settings: Settings
     group_name=EVALUATION,
     code_version="1",
     kinds={"html"},
-    automation_condition=waiting_for(MODEL_KEYS.values()),
-    ins={"reference_stats": dg.AssetIn(REFERENCE_STATS), "splits": dg.AssetIn(SPLITS_KEY), **{name: dg.AssetIn(key) for name, key in MODEL_KEYS.items()}},
+    automation_condition=waiting_for(COMPARED_MODELS.values()),
+    ins={"reference_stats": dg.AssetIn(REFERENCE_STATS), "splits": dg.AssetIn(SPLITS_KEY), **{name: dg.AssetIn(key) for name, key in COMPARED_MODELS.items()}},
     deps=[RESULTS],
 )
 def benchmark_report(
     context: dg.AssetExecutionContext, settings: SettingsResource, reference_stats: dict, splits: pl.DataFrame,
     melody_rnn_base: dict, musicvae_base: dict, melody_rnn_trance: dict, musicvae_trance: dict,
+    midi_model_trance_lora: dict, midi_model_onnx_int8: dict,
 ) -> dg.MaterializeResult:
     """Every configuration on the fixed prompt set against the reference corpus: metrics, set-level
     OA and fd_features, paired Wilcoxon + Holm, Mann–Whitney + Cliff's δ, plagiarism flags, the
@@ -176,7 +180,8 @@ def benchmark_report(
     training = [list(x) for x in train.sort(["example_id"])["pitch"].to_list()]
     listening = read_stored(settings.storage_root, RESULTS.path)
     prompts = prompt_set(p.evaluation_prompts, bpm=p.evaluation_bpm, bars=p.evaluation_bars, seed=p.evaluation_seed)
-    models = {"melody_rnn_base": melody_rnn_base, "musicvae_base": musicvae_base, "melody_rnn_trance": melody_rnn_trance, "musicvae_trance": musicvae_trance}
+    models = {"melody_rnn_base": melody_rnn_base, "musicvae_base": musicvae_base, "melody_rnn_trance": melody_rnn_trance, "musicvae_trance": musicvae_trance,
+              "midi_model_trance_lora": midi_model_trance_lora, "midi_model_onnx_int8": midi_model_onnx_int8}
     configs = [_resolve(c, models, reference_stats.get("pitch_class_histogram")) for c in _configurations(settings)]
     res = run_benchmark(
         configs,
