@@ -106,6 +106,7 @@ class Profile:
     midi_model_steps: tuple[int, int, int] = (150, 60, 40)  # Tier 3 pre-training, Tier 2 LoRA, Tier 1 LoRA
     midi_model_batch_size: int = 8
     midi_model_max_events: int = 128  # training window (events); a 16-bar lead is about 130
+    midi_model_max_val_sequences: int | None = 48  # validation subset per stage (CPU time); None: all
     midi_model_lr: float = 1e-3  # pre-training (all weights)
     midi_model_lora_lr: float = 1e-3
     midi_model_lora_r: int = 16
@@ -241,6 +242,7 @@ PROFILES: dict[str, Profile] = {
         midi_model_steps=(20_000, 5_000, 1_000),
         midi_model_batch_size=4,
         midi_model_max_events=1024,
+        midi_model_max_val_sequences=None,
         midi_model_lr=2e-4,
         midi_model_lora_lr=2e-4,
         midi_model_agreement_sequences=200,

@@ -298,3 +298,16 @@ def _val_tokens(corpus):
     from trance_assets.corpus.midi_model_tokens import read_midi_model_tokens
 
     return [ex.tokens for ex in read_midi_model_tokens(corpus, "validation")]
+
+
+def test_validation_subset_is_evenly_spaced_and_reported(tmp_path):
+    from trance_assets.models.midi_model_train import evenly_spaced
+
+    assert evenly_spaced(list(range(10)), 4) == [0, 3, 6, 9]
+    assert evenly_spaced(list(range(3)), 4) == [0, 1, 2] and evenly_spaced(list(range(5)), None) == list(range(5))
+    corpus = tmp_path / "corpus"
+    write_token_corpus(corpus, {"train": {3: 3}, "validation": {3: 5}})
+    cfg = TrainConfig(max_steps=2, eval_every=2, batch_size=2, lr=1e-3, device="cpu", patience=None)
+    [report], _ = train_stages(tiny(), [Stage("pretrain", (3,), cfg)], corpus, tmp_path / "w", max_events=12,
+                               max_val_sequences=2, log=lambda s: None)
+    assert report.val_sequences == 2 and report.val_source == "tiers (an evenly spaced 2 of them)"

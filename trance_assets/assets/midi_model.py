@@ -178,12 +178,14 @@ def _train(context, settings: SettingsResource, kind: str, model, name: str, ini
     stages = p.midi_model_stages(kind)
     lora = _lora_settings(p) if kind == "trance" else None
     data = _tokens_hash(settings)
-    fp = run_fingerprint("midi_model", model.config.to_dict(), stages, data + [json.dumps(lora.to_dict() if lora else None), str(p.midi_model_max_events)], init_hash)
+    fp = run_fingerprint("midi_model", model.config.to_dict(), stages, data + [json.dumps(lora.to_dict() if lora else None),
+                         str(p.midi_model_max_events), str(p.midi_model_max_val_sequences)], init_hash)
     home = _models_dir(settings, name)
     work = home / "runs" / fp
     reports, final = train_stages(model, stages, _corpus_dir(settings), work, lora=lora,
                                   lora_stages={s.name for s in stages} if lora else set(),
-                                  max_events=p.midi_model_max_events, log=context.log.info)
+                                  max_events=p.midi_model_max_events, max_val_sequences=p.midi_model_max_val_sequences,
+                                  log=context.log.info)
     stage_dicts = [r.to_dict() for r in reports]
     if final is None:
         return None, stage_dicts, fp, home
@@ -263,7 +265,7 @@ def _size_name(config: dict) -> str:
 )
 def midi_model_trance_lora(context: dg.AssetExecutionContext, settings: SettingsResource, base: dict):
     from ..models.midi_model import MidiModel
-    from ..models.midi_model_train import qlora_available, validation_loss
+    from ..models.midi_model_train import evenly_spaced, qlora_available, validation_loss
 
     p = settings.get_profile()
     t0 = time.perf_counter()
@@ -282,6 +284,9 @@ def midi_model_trance_lora(context: dg.AssetExecutionContext, settings: Settings
     val_source = "Tier 1 + 2 validation split"
     if not val:  # the stages validated on every tier in this case too
         val, val_source = [ex.tokens for ex in read_midi_model_tokens(_corpus_dir(settings), "validation")], "validation split, all tiers (no Tier 1/2 examples)"
+    if p.midi_model_max_val_sequences is not None and len(val) > p.midi_model_max_val_sequences:
+        val = evenly_spaced(val, p.midi_model_max_val_sequences)
+        val_source += f", an evenly spaced {len(val)} of them"
     context.log.info(f"validation loss of the base and the fine-tuned model on {len(val)} sequences ({val_source})")
     batch = p.midi_model_batch_size
     base_loss = validation_loss(MidiModel.from_pretrained(base_dir), val, max_events=p.midi_model_max_events, batch_size=batch)

@@ -561,6 +561,13 @@ def _tokens(corpus_dir, split: str, tiers) -> list[np.ndarray]:
     return [ex.tokens for ex in read_midi_model_tokens(corpus_dir, split, tiers)]
 
 
+def evenly_spaced(items: Sequence, n: int | None) -> list:
+    """At most `n` items, evenly spaced over `items` (deterministic; all of them when n is None)."""
+    if n is None or len(items) <= n:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, int(n)).round().astype(int)]
+
+
 def train_stages(
     model: MidiModel,
     stages: Sequence[Stage],
@@ -570,6 +577,7 @@ def train_stages(
     lora: LoraSettings | None = None,
     lora_stages: set[str] | frozenset[str] = frozenset(),
     max_events: int = 256,
+    max_val_sequences: int | None = None,
     log: Callable[[str], Any] = print,
     on_step: Callable[[int, float], Any] | None = None,
 ) -> tuple[list[StageReport], Path | None]:
@@ -584,6 +592,8 @@ def train_stages(
     model + ``adapter/`` for LoRA stages; None when every stage was skipped). At the end `model`
     holds the final (merged) weights (plain LoRA; after QLoRA stages it stays 4-bit with adapters:
     use the returned folder). On an exception the adapters are removed from `model` unmerged.
+    ``max_val_sequences``: validate on at most that many of a stage's validation sequences (an
+    evenly spaced, deterministic subset; None: all) — validation is most of a CPU run's time.
     """
     lora_stages = set(lora_stages)
     unknown = lora_stages - {s.name for s in stages}
@@ -611,6 +621,9 @@ def train_stages(
             if not val:
                 val = split_of("validation", None)
                 val_source = "all tiers (no held-out examples of the stage's tiers)"
+            if max_val_sequences is not None and len(val) > max_val_sequences:
+                val = evenly_spaced(val, max_val_sequences)
+                val_source += f" (an evenly spaced {len(val)} of them)"
             report = StageReport(stage.name, list(stage.tiers), len(train), len(val), len(train), len(val), val_source)
             reports.append(report)
             if not train:
