@@ -17,12 +17,13 @@ from ..corpus.midi_model_tokens import TOKENIZER_NAME, read_midi_model_tokens, w
 from ..evaluation.model_report import LOSS_CHECKS, loss_report
 from ..formats.midi_tokenizer import MidiTokenizer
 from ..metadata import md_table
+from ..models.pipeline import publish
 from ..models.training import resolve_device
 from ..resources import MidiModelResource, SettingsResource
 from ..storage import local_path, sha256_file
 from .automation import CORPUS_AUTOMATION
 from .corpus import SPLITS_KEY
-from .models import CHECK_DESCRIPTIONS, _check, _curve_metadata, _models_dir, _skipped, _stage_rows
+from .models import CHECK_DESCRIPTIONS, _check, _curve_metadata, _export_hashes, _models_dir, _skipped, _stage_rows
 
 TOKENS = dg.AssetKey(["corpus", "midi_model_tokens"])
 BASE = dg.AssetKey(["models", "midi_model_base"])
@@ -39,14 +40,7 @@ def _corpus_dir(settings: SettingsResource) -> Path:
 
 
 def _tokens_hash(settings: SettingsResource) -> list[str]:
-    corpus = _corpus_dir(settings)
-    out = []
-    for split in ("train", "validation", "test"):
-        f = corpus / split / "midi_model_tokens.parquet"
-        if not f.is_file():
-            raise dg.Failure(f"no midi-model tokens at {f}: materialize corpus/midi_model_tokens first")
-        out.append(sha256_file(f))
-    return out
+    return _export_hashes(settings, "midi_model_tokens.parquet", "corpus/midi_model_tokens")
 
 
 # ---------------------------------------------------------------------------------------- corpus
@@ -118,24 +112,6 @@ def _lora_settings(p):
 
     return LoraSettings(r=p.midi_model_lora_r, alpha=p.midi_model_lora_alpha, dropout=p.midi_model_lora_dropout,
                         target_modules=tuple(p.midi_model_lora_targets), qlora=p.midi_model_qlora)
-
-
-def _publish_folder(src: Path, dst: Path, record: dict) -> Path:
-    """Copy a model folder (config.json, model.safetensors, adapter/ when present) into place
-    atomically, with `record` as training.json."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("training.json", "*.tmp*"))
-    (tmp / "training.json").write_text(json.dumps(record, indent=1, default=str))
-    old = dst.parent / f".{dst.name}.old-{os.getpid()}"
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old.exists():
-        shutil.rmtree(old)
-    return dst
 
 
 def _value(kind: str, source: str, model_dir: Path, stages: list[dict], extra: dict | None = None) -> dict:
@@ -224,7 +200,7 @@ def midi_model_base(context: dg.AssetExecutionContext, settings: SettingsResourc
         if staging.exists():
             shutil.rmtree(staging)
         model.save_pretrained(staging)
-        target = _publish_folder(staging, home / "model", {"family": "midi_model", "kind": "base", "source": src, "revision": midi_model.revision})
+        target = publish(staging, home / "model", {"family": "midi_model", "kind": "base", "source": src, "revision": midi_model.revision})
         shutil.rmtree(staging, ignore_errors=True)
         value = _value("base", f"published checkpoint {src}", target, [], {"parameters": model.n_params, "checkpoint": src})
         report = loss_report([])
@@ -236,7 +212,7 @@ def midi_model_base(context: dg.AssetExecutionContext, settings: SettingsResourc
         if final is None:
             yield _skipped(context, BASE, "; ".join(f"{s['name']}: {s['skipped']}" for s in stages))
             return
-        target = _publish_folder(final, home / "model", {"family": "midi_model", "kind": "base", "run": fp, "stages": stages})
+        target = publish(final, home / "model", {"family": "midi_model", "kind": "base", "run": fp, "stages": stages})
         _clean_runs(home, fp)
         value = _value("base", f"pre-trained on Tier 3 ({p.midi_model_size})", target, stages, {"parameters": model.n_params})
         report = loss_report(stages)
@@ -276,8 +252,8 @@ def midi_model_trance_lora(context: dg.AssetExecutionContext, settings: Settings
         yield _skipped(context, LORA, "; ".join(f"{s['name']}: {s['skipped']}" for s in stages))
         return
     lora = _lora_settings(p)
-    target = _publish_folder(final, home / "model", {"family": "midi_model", "kind": "trance_lora", "run": fp, "stages": stages,
-                                                     "lora": lora.to_dict(), "base_sha256": base["sha256"]})
+    target = publish(final, home / "model", {"family": "midi_model", "kind": "trance_lora", "run": fp, "stages": stages,
+                                             "lora": lora.to_dict(), "base_sha256": base["sha256"]}, subdirs=("adapter",))
     _clean_runs(home, fp)
     tuned = MidiModel.from_pretrained(target)
     val = [ex.tokens for ex in read_midi_model_tokens(_corpus_dir(settings), "validation", tiers=(1, 2))]

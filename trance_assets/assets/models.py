@@ -57,13 +57,14 @@ def _corpus_dir(settings: SettingsResource):
     return local_path(settings.path("dataset", "corpus"))
 
 
-def _data_hashes(settings: SettingsResource) -> list[str]:
+def _export_hashes(settings: SettingsResource, filename: str = "notesequences.tfrecord", asset: str = "corpus/notesequence_tfrecords") -> list[str]:
+    """sha256 of a corpus export's file in each split (what a training run's fingerprint covers)."""
     corpus = _corpus_dir(settings)
     out = []
     for split in ("train", "validation", "test"):
-        f = corpus / split / "notesequences.tfrecord"
+        f = corpus / split / filename
         if not f.is_file():
-            raise dg.Failure(f"no NoteSequence TFRecord at {f}: materialize corpus/notesequence_tfrecords first")
+            raise dg.Failure(f"no {filename} at {f}: materialize {asset} first")
         out.append(sha256_file(f))
     return out
 
@@ -98,7 +99,7 @@ def _train(context, settings: SettingsResource, family: str, kind: str, name: st
     stages = p.model_stages(family, kind)
     model = init_model if init_model is not None else build_model(family, p.model_config(family))
     init_hash = sha256_file(init_dir / "model.safetensors") if init_dir is not None else None
-    data = _data_hashes(settings)
+    data = _export_hashes(settings)
     fp = run_fingerprint(family, model.config.to_dict(), stages, data, init_hash)
     home = _models_dir(settings, name)
     work = home / "runs" / fp

@@ -21,7 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from ..music.melody import Melody
+from ..music.theory import Chord, Key, parse_chord, parse_key
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,23 @@ def get_generator(backend: str, /, **options) -> Generator:
     if backend not in _REGISTRY:
         raise KeyError(f"unknown generator backend {backend!r}; registered: {', '.join(sorted(_REGISTRY)) or 'none'}")
     return _REGISTRY[backend](**options)
+
+
+def validate_prompt(key, bpm, chord_progression, bars, seed) -> tuple[Key, list[Chord]]:
+    """The prompt every generator takes, checked: (Key, parsed chords), or ValueError saying what is wrong."""
+    key_obj = key if isinstance(key, Key) else parse_key(str(key))  # ValueError naming the key
+    if isinstance(chord_progression, str) or chord_progression is None:
+        raise ValueError("chord_progression must be a list of chord symbols, e.g. ['Am', 'F', 'C', 'G']")
+    chords = [parse_chord(s) for s in chord_progression]
+    if not chords:
+        raise ValueError("chord_progression must contain at least one chord symbol")
+    if isinstance(bars, bool) or not isinstance(bars, (int, np.integer)) or bars < 1:
+        raise ValueError(f"bars must be a positive integer, got {bars!r}")
+    if isinstance(bpm, bool) or not isinstance(bpm, (int, float, np.number)) or not bpm > 0:
+        raise ValueError(f"bpm must be > 0, got {bpm!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return key_obj, chords
 
 
 def _load_builtin() -> None:

@@ -47,7 +47,7 @@ from ..music.melody import Melody
 from ..music.quality import QualityThresholds, check_melody
 from ..music.rules import RuleParams
 from ..music.rules import generate as rules_generate
-from .base import GeneratorInfo, register
+from .base import GeneratorInfo, register, validate_prompt
 from .models import (
     STEPS_PER_BAR,
     MelodyRNNGenerator,
@@ -55,7 +55,6 @@ from .models import (
     _check_temperature,
     _nearest_shift,
     _torch_generator,
-    _validate_prompt,
     c_frame_chord_rows,
     events_to_notes,
     major_tonic,
@@ -219,7 +218,7 @@ class HybridGenerator:
     # ------------------------------------------------------------------------------ generate
     def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
         from ..evaluation.metrics import score_melody
-        key_obj, chords = _validate_prompt(key, bpm, chord_progression, bars, seed)
+        key_obj, chords = validate_prompt(key, bpm, chord_progression, bars, seed)
         bars = int(bars)
         total = bars * STEPS_PER_BAR
         symbols = [c.symbol for c in chords]

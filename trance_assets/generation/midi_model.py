@@ -58,7 +58,7 @@ import numpy as np
 
 from ..music.melody import BEATS_PER_BAR, GM_LEAD_PROGRAM, ChordSpan, Melody
 from ..music.theory import Chord, Key, parse_chord, parse_key
-from .base import GeneratorInfo, register
+from .base import GeneratorInfo, register, validate_prompt
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -618,20 +618,6 @@ def _chord_spans(chords: list[Chord], bars: int) -> tuple[ChordSpan, ...]:
     return tuple(ChordSpan(chords[b % len(chords)].symbol, float(b * BEATS_PER_BAR), float(BEATS_PER_BAR)) for b in range(bars))
 
 
-def _validate(key, bpm, chord_progression, bars, seed) -> tuple[Key, list[Chord]]:
-    key_obj = key if isinstance(key, Key) else parse_key(str(key))
-    if isinstance(chord_progression, str) or chord_progression is None:
-        raise ValueError("chord_progression must be a list of chord symbols, e.g. ['Am', 'F', 'C', 'G']")
-    chords = [parse_chord(s) for s in chord_progression]
-    if not chords:
-        raise ValueError("chord_progression must contain at least one chord symbol")
-    if isinstance(bars, bool) or not isinstance(bars, (int, np.integer)) or bars < 1:
-        raise ValueError(f"bars must be a positive integer, got {bars!r}")
-    if isinstance(bpm, bool) or not isinstance(bpm, (int, float, np.number)) or not bpm > 0:
-        raise ValueError(f"bpm must be > 0, got {bpm!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    return key_obj, chords
 
 
 class MidiModelGenerator:
@@ -710,7 +696,7 @@ class MidiModelGenerator:
         return self._stepper
 
     def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
-        key_obj, chords = _validate(key, bpm, chord_progression, bars, seed)
+        key_obj, chords = validate_prompt(key, bpm, chord_progression, bars, seed)
         bars = int(bars)
         tok = self.tokenizer
         t0 = time.perf_counter()

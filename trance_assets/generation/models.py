@@ -37,6 +37,7 @@ import torch
 from ..music.melody import BEATS_PER_BAR, ChordSpan, Melody, Note
 from ..music.theory import Chord, Key, parse_chord, parse_key
 from ..storage import sha256_file
+from .base import validate_prompt
 from .base import GeneratorInfo, register
 
 STEPS_PER_BEAT = 4
@@ -105,20 +106,6 @@ def events_to_notes(events: Sequence[int], transpose: int = 0, velocity: int = 1
     ]
 
 
-def _validate_prompt(key, bpm, chord_progression, bars, seed) -> tuple[Key, list[Chord]]:
-    key_obj = key if isinstance(key, Key) else parse_key(str(key))  # ValueError naming the key
-    if isinstance(chord_progression, str) or chord_progression is None:
-        raise ValueError("chord_progression must be a list of chord symbols, e.g. ['Am', 'F', 'C', 'G']")
-    chords = [parse_chord(s) for s in chord_progression]
-    if not chords:
-        raise ValueError("chord_progression must contain at least one chord symbol")
-    if isinstance(bars, bool) or not isinstance(bars, (int, np.integer)) or bars < 1:
-        raise ValueError(f"bars must be a positive integer, got {bars!r}")
-    if isinstance(bpm, bool) or not isinstance(bpm, (int, float, np.number)) or not bpm > 0:
-        raise ValueError(f"bpm must be > 0, got {bpm!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    return key_obj, chords
 
 
 def _torch_generator(seed: int) -> torch.Generator:
@@ -296,7 +283,7 @@ class MelodyRNNGenerator:
         )
 
     def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
-        key_obj, chords = _validate_prompt(key, bpm, chord_progression, bars, seed)
+        key_obj, chords = validate_prompt(key, bpm, chord_progression, bars, seed)
         bars = int(bars)
         total = bars * STEPS_PER_BAR
         frame = major_tonic(key_obj)
@@ -355,7 +342,7 @@ class MusicVAEGenerator:
     def generate(self, key: str, bpm: float, chord_progression: Sequence[str], bars: int, seed: int) -> Melody:
         from ..models.musicvae import classes_to_events
 
-        key_obj, chords = _validate_prompt(key, bpm, chord_progression, bars, seed)
+        key_obj, chords = validate_prompt(key, bpm, chord_progression, bars, seed)
         bars = int(bars)
         total = bars * STEPS_PER_BAR
         g = _torch_generator(seed)

@@ -215,9 +215,9 @@ def train_stages(
     return reports, current
 
 
-def publish(model_dir: str | os.PathLike, target: str | os.PathLike, record: dict) -> Path:
-    """Copy `model_dir` (config.json + model.safetensors) to `target` atomically, with `record`
-    as training.json; returns `target`."""
+def publish(model_dir: str | os.PathLike, target: str | os.PathLike, record: dict, subdirs: Sequence[str] = ()) -> Path:
+    """Copy `model_dir` (config.json + model.safetensors, and the `subdirs` it has, e.g. a LoRA
+    adapter/) to `target` atomically, with `record` as training.json; returns `target`."""
     src, dst = Path(model_dir), Path(target)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (src / name).is_file():
@@ -229,6 +229,9 @@ def publish(model_dir: str | os.PathLike, target: str | os.PathLike, record: dic
     tmp.mkdir()
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         shutil.copy2(src / name, tmp / name)
+    for name in subdirs:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, tmp / name)
     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=1, default=_json_default))
     old = dst.parent / f".{dst.name}.old-{os.getpid()}"
     if dst.exists():
