@@ -35,8 +35,9 @@ CORPUS_AUTOMATION = (
 REVIEW_AUTOMATION = _once(AC.any_deps_updated() | AC.newly_missing()) & ~AC.any_deps_in_progress() & ~AC.in_progress()
 
 
-def waiting_for(keys) -> dg.AutomationCondition:
-    """CORPUS_AUTOMATION, held back while any of `keys` (direct dependencies) has never been
-    materialized: e.g. the benchmark report waits for the models it compares."""
-    missing = AC.any_deps_match(AC.missing()).allow(dg.AssetSelection.assets(*keys))
-    return CORPUS_AUTOMATION & ~missing.with_label("a model it compares is missing")
+def waiting_for(keys, condition: dg.AutomationCondition = CORPUS_AUTOMATION) -> dg.AutomationCondition:
+    """`condition`, held back while one of `keys` (direct dependencies it reads as inputs) has never
+    been materialized and is not requested in the same tick: e.g. the benchmark report waits for the
+    models it compares, a fine-tune for its base, the INT8 export for the fp32 one."""
+    absent = AC.any_deps_match(AC.missing() & ~AC.will_be_requested()).allow(dg.AssetSelection.assets(*keys))
+    return condition & ~absent.with_label("an input asset is missing")

@@ -21,7 +21,7 @@ from ..models.pipeline import publish
 from ..models.training import resolve_device
 from ..resources import MidiModelResource, SettingsResource
 from ..storage import local_path, sha256_file
-from .automation import CORPUS_AUTOMATION
+from .automation import CORPUS_AUTOMATION, waiting_for
 from .corpus import SPLITS_KEY
 from .models import CHECK_DESCRIPTIONS, _check, _curve_metadata, _export_hashes, _models_dir, _skipped, _stage_rows
 
@@ -229,7 +229,7 @@ def _size_name(config: dict) -> str:
 
 
 @_midi_asset(
-    LORA, ins={"base": dg.AssetIn(BASE)},
+    LORA, ins={"base": dg.AssetIn(BASE)}, automation=waiting_for([BASE]),
     checks=_loss_specs(LORA) + [dg.AssetCheckSpec(IMPROVES, asset=LORA, blocking=True, description=(
         "Blocking: validation loss of the fine-tuned model on the Tier 1 + Tier 2 validation split is below the base "
         "model's on the same split. The ONNX export does not run on a model that fails it."))],
@@ -308,7 +308,7 @@ def _trainable_parameters(model, lora) -> tuple[int, int]:
 
 
 # ONNX: never export a model whose blocking check failed.
-EXPORT_AUTOMATION = CORPUS_AUTOMATION & dg.AutomationCondition.all_deps_blocking_checks_passed()
+EXPORT_AUTOMATION = waiting_for([LORA], CORPUS_AUTOMATION & dg.AutomationCondition.all_deps_blocking_checks_passed())
 
 
 @_midi_asset(
@@ -344,7 +344,7 @@ def midi_model_onnx(context: dg.AssetExecutionContext, settings: SettingsResourc
 
 
 @_midi_asset(
-    INT8, ins={"onnx": dg.AssetIn(ONNX)}, checks=[], deps=(TOKENS,), kinds={"onnx"},
+    INT8, ins={"onnx": dg.AssetIn(ONNX)}, checks=[], deps=(TOKENS,), kinds={"onnx"}, automation=waiting_for([ONNX]),
     description="models/midi_model_onnx with onnxruntime dynamic INT8 quantization (weights) of both graphs; parity as "
     "top-1 agreement with the fp32 export on held-out corpus events (the test split), file sizes before and after.",
 )
