@@ -218,7 +218,7 @@ def midi_model_base(context: dg.AssetExecutionContext, settings: SettingsResourc
         report = loss_report(stages)
     value["criteria"] = report["rows"]
     meta = _model_metadata(value, report["rows"], time.perf_counter() - t0, settings,
-                           {"size": value["config"].get("net_config", {}).get("num_hidden_layers") and _size_name(value["config"])})
+                           {"size": _size_name(value["config"])})
     yield from _yield_results(context, BASE, value, meta, report["rows"])
 
 
