@@ -72,23 +72,44 @@ def check_result(instance, passed: bool):
         asset_key=LORA, check_name="val_loss_improves_on_base", passed=passed, metadata={}, severity=dg.AssetCheckSeverity.ERROR))
 
 
-def test_an_asset_is_not_requested_while_its_input_is_missing_and_not_coming():
-    with dg.DagsterInstance.ephemeral() as instance:
-        materialize(instance, TOKENS)
-        first = tick(instance)
-        # the INT8 export reads the fp32 export, which waits for the fine-tune and its blocking check
-        assert first.get_num_requested(ONNX) == 0 and first.get_num_requested(INT8) == 0
-        assert first.get_num_requested(REPORT) == 0
-
-
 def test_the_onnx_export_waits_for_the_blocking_check_to_pass():
+    base = dg.AssetKey(["models", "midi_model_base"])
     with dg.DagsterInstance.ephemeral() as instance:
-        materialize(instance, TOKENS, LORA)
-        check_result(instance, passed=False)
+        materialize(instance, TOKENS, base)
         first = tick(instance)
-        assert first.get_num_requested(ONNX) == 0 and first.get_num_requested(INT8) == 0
+        # the fine-tune, its blocking check and the export go in one run (the check stops the export there)
+        assert first.get_num_requested(LORA) == first.get_num_requested(ONNX) == first.get_num_requested(INT8) == 1
+        assert requested(first, dg.AssetCheckKey(LORA, "val_loss_improves_on_base"))
+        # that run: the fine-tune materialized, its check failed, no export
+        materialize(instance, LORA)
+        check_result(instance, passed=False)
+        second = tick(instance, first)
+        assert second.get_num_requested(ONNX) == 0 and second.get_num_requested(INT8) == 0
+        assert second.get_num_requested(REPORT) == 0  # the INT8 export it compares is missing and not coming
+        # a new fine-tune passes: the export and its INT8 variant go together
         materialize(instance, LORA)
         check_result(instance, passed=True)
+        third = tick(instance, second)
+        assert third.get_num_requested(ONNX) == 1 and third.get_num_requested(INT8) == 1
+
+
+def requested(result, key) -> bool:
+    return any(r.key == key and r.true_subset.size for r in result.results)
+
+
+def test_checks_are_requested_with_their_assets():
+    """Automation requests assets, not checks: every check has a condition of its own, so the
+    model criteria, the blocking checks and the corpus checks run in automation's runs."""
+    splits = dg.AssetKey(["corpus", "splits"])
+    with dg.DagsterInstance.ephemeral() as instance:
+        materialize(instance, TFRECORDS, MODEL_KEYS["melody_rnn_base"], TOKENS, dg.AssetKey(["models", "midi_model_base"]))
+        first = tick(instance)
+        for asset, check in ((TRANCE, "chord_tone_gain"), (TRANCE, "val_loss_decreases"), (LORA, "val_loss_improves_on_base")):
+            assert first.get_num_requested(asset) == 1, asset
+            assert requested(first, dg.AssetCheckKey(asset, check)), (asset, check)
         second = tick(instance, first)
-        # the export and its INT8 variant go together, in the same tick
-        assert second.get_num_requested(ONNX) == 1 and second.get_num_requested(INT8) == 1
+        assert not requested(second, dg.AssetCheckKey(LORA, "val_loss_improves_on_base"))  # never alone
+        assert not requested(second, dg.AssetCheckKey(splits, "no_leakage"))
+        # a stand-alone check op runs after its asset was materialized without it
+        materialize(instance, splits)
+        assert requested(tick(instance, second), dg.AssetCheckKey(splits, "no_leakage"))

@@ -41,3 +41,12 @@ def waiting_for(keys, condition: dg.AutomationCondition = CORPUS_AUTOMATION) -> 
     models it compares, a fine-tune for its base, the INT8 export for the fp32 one."""
     absent = AC.any_deps_match(AC.missing() & ~AC.will_be_requested()).allow(dg.AssetSelection.assets(*keys))
     return condition & ~absent.with_label("an input asset is missing")
+
+
+# Checks. Declarative automation requests assets, not their checks: a check needs a condition of
+# its own to run in automation's runs. WITH_ITS_ASSET: exactly when its asset is requested (same
+# run) — for checks computed by the asset's own op (multi-assets that may be subset). AFTER_ITS_ASSET:
+# with its asset, or after the asset was materialized by a run that did not run the check — for
+# stand-alone @asset_check ops.
+WITH_ITS_ASSET = AC.any_deps_match(AC.will_be_requested()).with_label("its asset is requested")
+AFTER_ITS_ASSET = AC.any_deps_updated()

@@ -36,7 +36,7 @@ from ..music.rules import RULES_VERSION
 from ..review import parse_reviews, reviews_template, write_melody_review_material
 from ..resources import SettingsResource
 from ..storage import atomic_write_bytes, atomic_write_parquet, atomic_write_text
-from .automation import CORPUS_AUTOMATION
+from .automation import AFTER_ITS_ASSET, CORPUS_AUTOMATION
 from .extraction import MELODY as TIER2_MELODY
 from .gold import GOLD
 
@@ -165,7 +165,7 @@ def filtered(context: dg.AssetExecutionContext, settings: SettingsResource, augm
     )
 
 
-@dg.asset_check(asset=filtered, description="Every accepted example, augmented copies included, satisfies every rule; "
+@dg.asset_check(automation_condition=AFTER_ITS_ASSET, asset=filtered, description="Every accepted example, augmented copies included, satisfies every rule; "
                 "the REMI roundtrip is re-verified on a sample with the independent Melody-based implementation.")
 def filtered_satisfies_every_rule(context: dg.AssetCheckExecutionContext, settings: SettingsResource, filtered: pl.DataFrame) -> dg.AssetCheckResult:
     from ..formats.remi import remi_roundtrip
@@ -245,7 +245,7 @@ def spot_check(context: dg.AssetExecutionContext, settings: SettingsResource, fi
     )
 
 
-@dg.asset_check(asset=spot_check, description="No tier has more than 30% of its reviewed spot-check examples flagged.")
+@dg.asset_check(automation_condition=AFTER_ITS_ASSET, asset=spot_check, description="No tier has more than 30% of its reviewed spot-check examples flagged.")
 def spot_check_flag_rate(spot_check: pl.DataFrame) -> dg.AssetCheckResult:
     bad = []
     for tier in sorted(set(spot_check["tier"].to_list())) if len(spot_check) else []:
@@ -297,7 +297,7 @@ def splits(context: dg.AssetExecutionContext, settings: SettingsResource, filter
     )
 
 
-@dg.asset_check(asset=splits, blocking=True, description="Zero leakage: no composition group and no identical pitch-interval sequence in two splits "
+@dg.asset_check(automation_condition=AFTER_ITS_ASSET, asset=splits, blocking=True, description="Zero leakage: no composition group and no identical pitch-interval sequence in two splits "
                 "(interval sequences recomputed from the notes).")
 def no_leakage(splits: pl.DataFrame) -> dg.AssetCheckResult:
     examples = from_table(splits)

@@ -31,7 +31,7 @@ from ..review import (
     write_review_material,
 )
 from ..storage import atomic_write_text
-from .automation import REVIEW_AUTOMATION
+from .automation import AFTER_ITS_ASSET, REVIEW_AUTOMATION
 
 SEPARATED_LEAD = dg.AssetKey(["tier2", "separated_lead"])
 MELODY = dg.AssetKey(["tier2", "melody"])
@@ -283,7 +283,7 @@ def review_queue(context: dg.AssetExecutionContext, settings: SettingsResource) 
     )
 
 
-@dg.asset_check(asset=review_queue, description=f"No batch has more than {MAX_FLAGGED_SHARE:.0%} of its reviewed tracks flagged.")
+@dg.asset_check(automation_condition=AFTER_ITS_ASSET, asset=review_queue, description=f"No batch has more than {MAX_FLAGGED_SHARE:.0%} of its reviewed tracks flagged.")
 def review_batches_pass(review_queue: pl.DataFrame) -> dg.AssetCheckResult:
     rejected = sorted(set(review_queue.filter(pl.col("batch_status") == "rejected")["batch"].to_list()))
     excluded = review_queue.filter(pl.col("batch_status") == "rejected").height

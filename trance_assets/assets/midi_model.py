@@ -21,7 +21,7 @@ from ..models.pipeline import publish
 from ..models.training import resolve_device
 from ..resources import MidiModelResource, SettingsResource
 from ..storage import local_path, sha256_file
-from .automation import CORPUS_AUTOMATION, waiting_for
+from .automation import CORPUS_AUTOMATION, WITH_ITS_ASSET, waiting_for
 from .corpus import SPLITS_KEY
 from .models import CHECK_DESCRIPTIONS, _check, _curve_metadata, _export_hashes, _models_dir, _skipped, _stage_rows
 
@@ -104,7 +104,7 @@ def _midi_asset(key: dg.AssetKey, description: str, checks: list[dg.AssetCheckSp
 
 
 def _loss_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in LOSS_CHECKS]
+    return [dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c], automation_condition=WITH_ITS_ASSET) for c in LOSS_CHECKS]
 
 
 def _lora_settings(p):
@@ -230,7 +230,7 @@ def _size_name(config: dict) -> str:
 
 @_midi_asset(
     LORA, ins={"base": dg.AssetIn(BASE)}, automation=waiting_for([BASE]),
-    checks=_loss_specs(LORA) + [dg.AssetCheckSpec(IMPROVES, asset=LORA, blocking=True, description=(
+    checks=_loss_specs(LORA) + [dg.AssetCheckSpec(IMPROVES, asset=LORA, blocking=True, automation_condition=WITH_ITS_ASSET, description=(
         "Blocking: validation loss of the fine-tuned model on the Tier 1 + Tier 2 validation split is below the base "
         "model's on the same split. The ONNX export does not run on a model that fails it."))],
     description="LoRA fine-tuning of models/midi_model_base (PEFT; the profile's r / alpha / targets — the plan's r 16 "

@@ -18,7 +18,7 @@ from ..models.pipeline import build_model, convert_magenta, load_model, publish,
 from ..models.training import learning_curve_png, resolve_device
 from ..resources import SettingsResource
 from ..storage import local_path, sha256_file
-from .automation import CORPUS_AUTOMATION, waiting_for
+from .automation import CORPUS_AUTOMATION, WITH_ITS_ASSET, waiting_for
 
 TFRECORDS = dg.AssetKey(["corpus", "notesequence_tfrecords"])
 FAMILY_TITLES = {"melody_rnn": "Melody RNN (attention_rnn)", "musicvae": "MusicVAE (hierdec-mel 16 bars)"}
@@ -227,7 +227,7 @@ def _model_asset(key: dg.AssetKey, checks: list[str], description: str, ins: dic
         outs={key.to_python_identifier(): dg.AssetOut(
             key=key, group_name=MODELS, code_version="1", kinds={"pytorch", "safetensors"}, is_required=False,
             automation_condition=waiting_for([i.key for i in ins.values()]) if ins else CORPUS_AUTOMATION, description=description)},
-        check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in checks],
+        check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c], automation_condition=WITH_ITS_ASSET) for c in checks],
         deps=[TFRECORDS], ins=ins or {}, pool=POOL_HEAVY, can_subset=True,
     )
 

@@ -14,7 +14,7 @@ from ..music.rules import RULES_VERSION
 from ..music.summary import key_counts, melody_row
 from ..music.synthetic import SYNTHETIC_LICENSE, synthetic_melodies as make_synthetic
 from ..resources import SettingsResource
-from .automation import BULK_AUTOMATION
+from .automation import AFTER_ITS_ASSET, BULK_AUTOMATION
 
 
 @dg.asset(key=["tier3", "synthetic_melodies"], group_name=TIER3, code_version=f"rules-{RULES_VERSION}", kinds={"midi"}, automation_condition=BULK_AUTOMATION)
@@ -52,7 +52,7 @@ def synthetic_melodies(context: dg.AssetExecutionContext, settings: SettingsReso
     )
 
 
-@dg.asset_check(asset=synthetic_melodies, description="Every synthetic melody passes the Tier 3 quality rules.")
+@dg.asset_check(automation_condition=AFTER_ITS_ASSET, asset=synthetic_melodies, description="Every synthetic melody passes the Tier 3 quality rules.")
 def synthetic_melodies_pass_quality(synthetic_melodies: MelodySet) -> dg.AssetCheckResult:
     rows = [melody_row(m, QualityThresholds.for_tier(3)) for m in synthetic_melodies]
     failing = [r for r in rows if not r["passes_quality"]]
