@@ -4,7 +4,6 @@ random MidiModel saved with save_pretrained."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 
 import numpy as np
 import pytest
@@ -309,8 +308,6 @@ def test_kv_cache_loop_equals_recomputation(model, allowed, mode, allow_eos):
 
 # ------------------------------------------------------------------------------------------ onnx
 def test_onnx_backend(model, model_dir, tmp_path):
-    if importlib.util.find_spec("trance_assets.models.midi_model_onnx") is None:
-        pytest.skip("trance_assets.models.midi_model_onnx is not there yet")
     pytest.importorskip("onnxruntime")
     mo = pytest.importorskip("trance_assets.models.midi_model_onnx")
     (tmp_path / "empty").mkdir()

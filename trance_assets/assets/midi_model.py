@@ -23,7 +23,7 @@ from ..resources import MidiModelResource, SettingsResource
 from ..storage import local_path, sha256_file
 from .automation import CORPUS_AUTOMATION, WITH_ITS_ASSET, waiting_for
 from .corpus import SPLITS_KEY
-from .models import CHECK_DESCRIPTIONS, _check, _curve_metadata, _export_hashes, _models_dir, _skipped, _stage_rows
+from .models import _check, _clean_runs, _curve_metadata, _export_hashes, _model_asset, _models_dir, _results, _skipped, _stage_rows
 
 TOKENS = dg.AssetKey(["corpus", "midi_model_tokens"])
 BASE = dg.AssetKey(["models", "midi_model_base"])
@@ -93,18 +93,9 @@ def _sample_rows(corpus, tok: MidiTokenizer) -> dg.MetadataValue:
 
 
 # ---------------------------------------------------------------------------------------- models
-def _midi_asset(key: dg.AssetKey, description: str, checks: list[dg.AssetCheckSpec], ins: dict | None = None,
-                deps=(TOKENS,), automation=CORPUS_AUTOMATION, kinds=frozenset({"pytorch", "safetensors"})):
-    return dg.multi_asset(
-        name=key.to_python_identifier(),
-        outs={key.to_python_identifier(): dg.AssetOut(key=key, group_name=MODELS, code_version="1", kinds=set(kinds), is_required=False,
-                                                      automation_condition=automation, description=description)},
-        check_specs=checks, deps=list(deps), ins=ins or {}, pool=POOL_HEAVY, can_subset=True,
-    )
-
-
-def _loss_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c], automation_condition=WITH_ITS_ASSET) for c in LOSS_CHECKS]
+def _midi_asset(key: dg.AssetKey, *, deps=(TOKENS,), **kwargs):
+    """`models._model_asset` for the midi-model branch (which reads the corpus in its own tokens)."""
+    return _model_asset(key, deps=deps, **kwargs)
 
 
 def _lora_settings(p):
@@ -139,13 +130,6 @@ def _model_metadata(value: dict, rows: dict, seconds: float, settings: SettingsR
     return {k: v for k, v in meta.items() if v is not None}
 
 
-def _yield_results(context, key: dg.AssetKey, value: dict, meta: dict, rows: dict):
-    yield dg.Output(value, output_name=key.to_python_identifier(), metadata=meta)
-    for check in context.selected_asset_check_keys:
-        if check.name in rows:
-            yield _check(check.name, rows[check.name])
-
-
 def _train(context, settings: SettingsResource, kind: str, model, name: str, init_hash: str | None):
     from ..models.midi_model_train import train_stages
     from ..models.pipeline import run_fingerprint
@@ -168,14 +152,8 @@ def _train(context, settings: SettingsResource, kind: str, model, name: str, ini
     return Path(final), stage_dicts, fp, home
 
 
-def _clean_runs(home: Path, keep: str) -> None:
-    for old in (home / "runs").iterdir():  # finished: other runs' resume state is obsolete
-        if old.name != keep and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-
-
 @_midi_asset(
-    BASE, checks=_loss_specs(BASE),
+    BASE, checks=LOSS_CHECKS,
     description="The midi-model base: the MidiModelResource's published checkpoint (hub id such as "
     "skytnt/midi-model-tv2o-medium, or a local folder; TRANCE_MIDI_MODEL_BASE), loaded with no key mismatch — or, "
     "offline (the demo default), the profile's midi_model_size pre-trained here on the Tier 3 train split "
@@ -219,7 +197,7 @@ def midi_model_base(context: dg.AssetExecutionContext, settings: SettingsResourc
     value["criteria"] = report["rows"]
     meta = _model_metadata(value, report["rows"], time.perf_counter() - t0, settings,
                            {"size": _size_name(value["config"])})
-    yield from _yield_results(context, BASE, value, meta, report["rows"])
+    yield from _results(context, BASE, value, meta, report["rows"])
 
 
 def _size_name(config: dict) -> str:
@@ -229,8 +207,8 @@ def _size_name(config: dict) -> str:
 
 
 @_midi_asset(
-    LORA, ins={"base": dg.AssetIn(BASE)}, automation=waiting_for([BASE]),
-    checks=_loss_specs(LORA) + [dg.AssetCheckSpec(IMPROVES, asset=LORA, blocking=True, automation_condition=WITH_ITS_ASSET, description=(
+    LORA, ins={"base": dg.AssetIn(BASE)},
+    checks=[*LOSS_CHECKS, dg.AssetCheckSpec(IMPROVES, asset=LORA, blocking=True, automation_condition=WITH_ITS_ASSET, description=(
         "Blocking: validation loss of the fine-tuned model on the Tier 1 + Tier 2 validation split is below the base "
         "model's on the same split. The ONNX export does not run on a model that fails it."))],
     description="LoRA fine-tuning of models/midi_model_base (PEFT; the profile's r / alpha / targets — the plan's r 16 "
@@ -344,7 +322,7 @@ def midi_model_onnx(context: dg.AssetExecutionContext, settings: SettingsResourc
 
 
 @_midi_asset(
-    INT8, ins={"onnx": dg.AssetIn(ONNX)}, checks=[], deps=(TOKENS,), kinds={"onnx"}, automation=waiting_for([ONNX]),
+    INT8, ins={"onnx": dg.AssetIn(ONNX)}, checks=[], deps=(TOKENS,), kinds={"onnx"},
     description="models/midi_model_onnx with onnxruntime dynamic INT8 quantization (weights) of both graphs; parity as "
     "top-1 agreement with the fp32 export on held-out corpus events (the test split), file sizes before and after.",
 )

@@ -111,9 +111,7 @@ def _train(context, settings: SettingsResource, family: str, kind: str, name: st
     record = {"family": family, "kind": kind, "profile": p.name, "run": fp, "stages": stage_dicts, "init_sha256": init_hash,
               "data_sha256": data, "seconds": time.perf_counter() - t0}
     target = publish(final, home / "model", record)
-    for old in (home / "runs").iterdir():  # finished: other runs' resume state is obsolete
-        if old.name != fp and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+    _clean_runs(home, fp)
     return {"model_dir": str(target), "record": record, "stages": stage_dicts}
 
 
@@ -219,17 +217,30 @@ def _trance_asset(family: str):
     return _asset
 
 
-def _model_asset(key: dg.AssetKey, checks: list[str], description: str, ins: dict | None = None):
-    """A model asset: heavy pool, the criteria as WARN checks, and skippable: a run whose stages have no
-    training data yet ends without a materialization instead of failing (see `_skipped`)."""
+def _model_asset(key: dg.AssetKey, checks: list, description: str, ins: dict | None = None, *, deps=(TFRECORDS,),
+                 automation: dg.AutomationCondition | None = None, kinds=("pytorch", "safetensors")):
+    """A model asset: heavy pool, its checks (names of CHECK_DESCRIPTIONS: WARN criteria; or whole
+    AssetCheckSpecs) run with it, and skippable: a run whose stages have no training data yet ends
+    without a materialization instead of failing (see `_skipped`). Automation: after the corpus
+    changes, waiting for the assets it reads as inputs (unless `automation` says otherwise)."""
+    if automation is None:
+        automation = waiting_for([i.key for i in ins.values()]) if ins else CORPUS_AUTOMATION
+    specs = [c if isinstance(c, dg.AssetCheckSpec) else
+             dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c], automation_condition=WITH_ITS_ASSET) for c in checks]
     return dg.multi_asset(
         name=key.to_python_identifier(),
         outs={key.to_python_identifier(): dg.AssetOut(
-            key=key, group_name=MODELS, code_version="1", kinds={"pytorch", "safetensors"}, is_required=False,
-            automation_condition=waiting_for([i.key for i in ins.values()]) if ins else CORPUS_AUTOMATION, description=description)},
-        check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c], automation_condition=WITH_ITS_ASSET) for c in checks],
-        deps=[TFRECORDS], ins=ins or {}, pool=POOL_HEAVY, can_subset=True,
+            key=key, group_name=MODELS, code_version="1", kinds=set(kinds), is_required=False,
+            automation_condition=automation, description=description)},
+        check_specs=specs, deps=list(deps), ins=ins or {}, pool=POOL_HEAVY, can_subset=True,
     )
+
+
+def _clean_runs(home: Path, keep: str) -> None:
+    """A run finished: other runs' resume state under <home>/runs is obsolete."""
+    for old in (home / "runs").iterdir():
+        if old.name != keep and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _skipped(context: dg.AssetExecutionContext, key: dg.AssetKey, reason: str) -> dg.AssetObservation:

@@ -23,6 +23,7 @@ y = seq[:, 1:], cross-entropy over all 8 slots, pad ignored).
 
 from __future__ import annotations
 
+import abc
 import copy
 import json
 import os
@@ -259,7 +260,7 @@ def _download(repo_id: str, *, revision: str | None, token: str | None) -> Path:
 
 
 # ---- stepping with KV caches (what generation drives; the ONNX runtime mirrors it) -------------
-class EventStepper:
+class EventStepper(abc.ABC):
     """A midi-model stepped one event / one token at a time with KV caches, numpy in and out.
 
     The interface every backend implements (``TorchStepper`` here, ``OnnxStepper`` in
@@ -279,17 +280,17 @@ class EventStepper:
     vocab_size: int
     supports_rows: bool = False
 
-    def start(self, batch: int) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self, batch: int) -> None: ...
 
-    def net_step(self, x):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def net_step(self, x): ...
 
-    def token_start(self, hidden):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def token_start(self, hidden, rows=None): ...
 
-    def token_next(self, ids):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def token_next(self, ids, rows=None): ...
 
 
 class TorchStepper(EventStepper):
